@@ -1,0 +1,172 @@
+"""The ``galmass`` command: mock | train | evaluate | report | predict | demo.
+
+Every subcommand that takes ``--config`` also takes ``--section.key=value`` overrides (strictly checked before any
+work starts). Heavy imports (torch, h5py) happen inside the subcommands so ``galmass --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from galmass.config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _cmd_mock(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.datasets.writer import generate_dataset
+
+    cfg = load_config(args.config, overrides)
+    path = generate_dataset(cfg.data, workers=args.workers)
+    counts = json.loads(path.read_text())["counts"]
+    print(f"[galmass] dataset {path.parent}: {counts['train']} train / {counts['val']} val / {counts['test']} test "
+          f"projections ({counts['galaxies_train']}/{counts['galaxies_val']}/{counts['galaxies_test']} galaxies)")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.train import main as train_main
+
+    return train_main((["--config", args.config] if args.config else []) + overrides)
+
+
+def _cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.evaluate import main as eval_main
+
+    if overrides:
+        raise ConfigError(f"command line: galmass evaluate takes no overrides, got {overrides}")
+    argv = ["--run", args.run]
+    for flag in ("data", "split", "out", "samples"):
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag}", str(getattr(args, flag))]
+    return eval_main(argv)
+
+
+def _cmd_report(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.report import write_report
+
+    if overrides:
+        raise ConfigError(f"command line: galmass report takes no overrides, got {overrides}")
+    dirs = []
+    for d in args.eval:
+        d = Path(d)
+        if (d / "metrics.json").exists():
+            dirs.append(d)
+        else:  # a run directory: take its evaluations
+            found = sorted(d.glob("eval-*/metrics.json"))
+            if not found:
+                raise FileNotFoundError(f"{d}: no metrics.json (nor eval-*/metrics.json). HINT: run galmass evaluate")
+            dirs += [f.parent for f in found]
+    path = write_report(dirs, Path(args.out), title=args.title)
+    print(f"[galmass] report: {path}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.predict import main as predict_main
+
+    argv = ["--run", args.run, "--stars", args.stars, "--samples", str(args.samples), "--seed", str(args.seed)]
+    argv += (["--gas", args.gas] if args.gas else []) + (["--out", args.out] if args.out else [])
+    argv += ["--force"] if args.force else []
+    return predict_main(argv + overrides)
+
+
+def _cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Generate → torchrun training per tracer → evaluate → report, on the embedded mock suites."""
+    from galmass.datasets.writer import generate_dataset
+    from galmass.evaluate import evaluate
+    from galmass.report import write_report
+
+    cfg = load_config(args.config, overrides)  # validates everything before any work
+    tracers = [t.strip() for t in args.tracers.split(",") if t.strip()]
+    for t in tracers:
+        load_config(args.config, overrides + [f"--model.tracer={t}"])
+    out_root = Path(args.out)
+    print(f"[galmass] 1/4 mock suites → {cfg.data.path}", flush=True)
+    generate_dataset(cfg.data)
+    eval_dirs = []
+    for i, tracer in enumerate(tracers):
+        run_dir = out_root / tracer.replace("+", "_")
+        run_over = overrides + [f"--model.tracer={tracer}", f"--train.run_dir={run_dir}"]
+        print(f"[galmass] 2/4 training '{tracer}' with {args.nproc} process(es) → {run_dir}", flush=True)
+        cmd = [sys.executable, "-m", "galmass.train"]
+        if args.nproc > 1:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+                   "-m", "galmass.train"]
+        cmd += (["--config", args.config] if args.config else []) + run_over
+        env = dict(os.environ)
+        rc = subprocess.call(cmd, env=env)
+        if rc != 0:
+            print(f"[galmass] training '{tracer}' failed (exit {rc}); rerun the same command to resume.",
+                  file=sys.stderr)
+            return rc
+        print(f"[galmass] 3/4 evaluating '{tracer}' on held-out galaxies", flush=True)
+        eval_dirs.append(evaluate(run_dir))
+    print("[galmass] 4/4 report", flush=True)
+    path = write_report(eval_dirs, out_root / "report", title="galmass quick start: embedded mock suites")
+    print(f"[galmass] report: {path.resolve()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="galmass", description="Mass profiles of galaxies from kinematics.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("mock", help="generate the mock suites as a sharded HDF5 dataset")
+    p.add_argument("--config", default=None)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: data.workers, 0 = all cores)")
+    p.set_defaults(func=_cmd_mock)
+
+    p = sub.add_parser("train", help="train a model (single process; or use torchrun -m galmass.train)")
+    p.add_argument("--config", default=None)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained run on held-out galaxies")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", default=None)
+    p.add_argument("--split", default=None, choices=["train", "val", "test"])
+    p.add_argument("--out", default=None)
+    p.add_argument("--samples", type=int, default=None)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="markdown + PNG report from evaluation directories or run directories")
+    p.add_argument("eval", nargs="+", help="evaluation directories (with metrics.json) or run directories")
+    p.add_argument("--out", required=True)
+    p.add_argument("--title", default="galmass report")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("predict", help="posterior mass profile of an observed star catalogue")
+    p.add_argument("--run", required=True)
+    p.add_argument("--stars", required=True)
+    p.add_argument("--gas", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("demo", help="mock → torchrun training per tracer → evaluate → report")
+    p.add_argument("--config", default=None)
+    p.add_argument("--tracers", default="stars,gas,gas+stars")
+    p.add_argument("--nproc", type=int, default=2, help="training processes (torchrun) per model")
+    p.add_argument("--out", default="runs/quickstart")
+    p.set_defaults(func=_cmd_demo)
+
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith("--") or "=" not in o]
+    if bad:
+        parser.error(f"unrecognised arguments: {' '.join(bad)} (overrides look like --section.key=value)")
+    try:
+        return args.func(args, overrides)
+    except ConfigError as err:
+        print(f"galmass {args.command}: config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""One typed configuration schema for galmass: YAML files, ``--section.key=value`` overrides, run directories.
+
+Every default lives in the dataclasses below (nowhere else). A YAML file only states what differs from them.
+Precedence: dataclass default < YAML file < command-line override (the command line wins).
+
+Unknown keys and wrong types are errors raised *before* any work starts; the message names the key, the file
+it came from, the closest valid key, and the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "Config",
+    "TRACER_MODES",
+    "build_dataclass",
+    "load_config",
+    "parse_overrides",
+    "config_to_dict",
+    "dump_config",
+]
+
+TRACER_MODES = ("stars", "gas", "gas+stars")
+
+
+class ConfigError(ValueError):
+    """A configuration problem found before any work started."""
+
+
+@dataclass
+class DataConfig:
+    """Mock-suite generation and the sharded dataset it writes (``galmass mock``); read by train/evaluate."""
+
+    path: str = "data/mock"
+    """Dataset directory (shards + manifest.json). Relative paths are relative to the working directory."""
+    suites: list[str] = field(default_factory=lambda: ["compact", "extended"])
+    """Suite recipes, by file name in ``configs/suites/`` (without ``.yaml``) or a path to a YAML file."""
+    feedbacks: list[str] = field(default_factory=lambda: ["cusp", "core"])
+    """Feedback models, by file name in ``configs/feedback/`` or a path to a YAML file."""
+    galaxies_per_cell: int = 40
+    """Galaxies drawn for each suite × feedback combination."""
+    projections: int = 64
+    """Lines of sight per galaxy (Fibonacci sphere, random roll about each line of sight)."""
+    stars_mean: float = 100.0
+    """Mean number of observed stars per projection; the count is Poisson-distributed."""
+    star_pool: int = 20000
+    """Stars sampled per galaxy in 3-D; each projection observes a Poisson-sized random subset of them."""
+    v_err_kms: float = 2.0
+    """Gaussian line-of-sight velocity error per star [km/s]."""
+    gas_cells: int = 2000
+    """Gas resolution elements per galaxy disc (equal mass)."""
+    npix: int = 64
+    """Map size in pixels (square)."""
+    extent_rh: float = 4.0
+    """Sky maps span ±extent_rh·R_h; phase-space maps span R/R_h ∈ [0, extent_rh]."""
+    vmax_sigma: float = 4.0
+    """Phase-space maps span v_los/σ_los ∈ [−vmax_sigma, vmax_sigma]."""
+    val_fraction: float = 0.15
+    """Fraction of *galaxies* (not projections) held out for validation."""
+    test_fraction: float = 0.15
+    """Fraction of *galaxies* held out for testing."""
+    shard_size: int = 512
+    """Target samples per shard; a shard always holds whole galaxies of one suite, feedback and split."""
+    dtype: Literal["float32", "float16"] = "float32"
+    """Storage type of the maps."""
+    seed: int = 0
+    """Master seed; every galaxy is drawn from (seed, suite, feedback, index) alone."""
+    workers: int = 0
+    """Processes for generation; 0 means all local cores."""
+
+    def __post_init__(self) -> None:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"data.val_fraction + data.test_fraction = {self.val_fraction + self.test_fraction} leaves no "
+                "training galaxies. HINT: keep their sum below 1."
+            )
+        for name in ("galaxies_per_cell", "projections", "npix", "shard_size", "star_pool", "gas_cells"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.stars_mean <= 0:
+            raise ConfigError(f"data.stars_mean must be > 0, got {self.stars_mean}")
+
+
+@dataclass
+class ModelConfig:
+    """CNN encoder per map + fusion with scalar inputs + conditional normalising flow (zuko)."""
+
+    tracer: Literal["stars", "gas", "gas+stars"] = "stars"
+    """Which tracers the model sees; the same code builds one sky-map and one phase-space branch per tracer."""
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    """Channels of the strided conv stages of each branch (each stage halves the map)."""
+    embed_dim: int = 64
+    """Output features of each branch and of the fusion MLP (the flow's context)."""
+    flow: Literal["maf", "nsf"] = "maf"
+    """zuko flow family: masked autoregressive (affine) or neural spline."""
+    flow_transforms: int = 4
+    """Number of autoregressive transforms."""
+    flow_hidden: list[int] = field(default_factory=lambda: [128, 128])
+    """Hidden layer widths of each transform's conditioner."""
+
+    def __post_init__(self) -> None:
+        if not self.widths:
+            raise ConfigError("model.widths must list at least one stage width")
+
+
+@dataclass
+class TrainConfig:
+    """Training of one model: ``galmass train`` (single process, torchrun, or srun)."""
+
+    run_dir: str = "runs/stars"
+    """Directory of this run: resolved config, checkpoints, TensorBoard logs, best model, metrics."""
+    epochs: int = 30
+    """Maximum number of epochs (early stopping may end sooner)."""
+    batch_size: int = 64
+    """Global batch size (summed over ranks); must be divisible by the number of ranks."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW); cosine decay over all steps after a linear warm-up."""
+    warmup_epochs: float = 1.0
+    """Linear warm-up length [epochs]."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    grad_clip: float = 5.0
+    """Gradient-norm clip; 0 disables it."""
+    patience: int = 6
+    """Early stopping: stop after this many epochs without a better validation NLL; 0 disables it."""
+    seed: int = 0
+    """Seed for weight initialisation and the data order (the data order depends on seed and epoch only)."""
+    num_workers: int = 0
+    """torch DataLoader worker processes per rank (HDF5 files are opened lazily inside each worker)."""
+    keep_checkpoints: int = 3
+    """Number of per-epoch checkpoints kept (the newest ones)."""
+    max_steps_per_epoch: int = 0
+    """Cap on optimiser steps per epoch (for smoke tests); 0 means a full pass."""
+    threads: int = 0
+    """torch intra-op threads per rank; 0 leaves torch's (or torchrun's OMP_NUM_THREADS) choice."""
+    progress: bool = True
+    """Show a progress bar (rank 0 only)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ConfigError(f"train.batch_size and train.epochs must be >= 1, got {self.batch_size}, {self.epochs}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of a trained run: ``galmass evaluate``."""
+
+    split: Literal["train", "val", "test"] = "test"
+    """Which split of the dataset to evaluate (held-out galaxies: test)."""
+    posterior_samples: int = 500
+    """Posterior samples drawn per projection for medians, intervals, coverage and TARP."""
+    batch_size: int = 256
+    """Projections per forward pass."""
+    seed: int = 0
+    """Seed for posterior sampling and TARP reference points."""
+    data_path: str = ""
+    """Dataset to evaluate on; empty means the dataset the run was trained on (data.path)."""
+
+
+@dataclass
+class Config:
+    """The whole configuration: one section per stage."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+
+T = TypeVar("T")
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"{hint} Valid keys: {', '.join(sorted(valid))}."
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp) if a is not Ellipsis)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats. Raises ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{where}: got {value!r}, expected {_type_name(tp)}")
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: got {value!r} ({type(value).__name__}), expected {tp}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}")
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if origin is tuple and len(args) > 1 and len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+        items = [
+            _coerce(v, args[i] if origin is tuple and len(args) > 1 else args[0], f"{where}[{i}]")
+            for i, v in enumerate(value)
+        ]
+        return origin(items)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping (section), got {value!r}")
+        return build_dataclass(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads "1e-3" as a string; accept exactly what float() accepts.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    else:  # pragma: no cover - schema author error
+        raise TypeError(f"unsupported annotation {tp} at {where}")
+    raise ConfigError(f"{where}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}")
+
+
+def build_dataclass(cls: type[T], mapping: Mapping[str, Any], where: str) -> T:
+    """Build dataclass ``cls`` from a mapping, strictly.
+
+    Args:
+        cls: the dataclass type.
+        mapping: keys and values (e.g. parsed YAML).
+        where: a human-readable location, e.g. ``"configs/demo.yaml: train"``, used in error messages.
+
+    Raises:
+        ConfigError: unknown key (with the closest valid key), wrong type, or a failed cross-field check.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in mapping.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{key}'.{_suggest(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def parse_overrides(args: list[str]) -> dict[str, dict[str, Any]]:
+    """Parse ``--section.key=value`` (or ``section.key=value``) strings into a nested mapping.
+
+    Values are parsed as YAML scalars/flow sequences: ``--train.lr=3e-4``, ``--data.suites=[compact]``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for raw in args:
+        arg = raw[2:] if raw.startswith("--") else raw
+        if "=" not in arg or "." not in arg.split("=", 1)[0]:
+            raise ConfigError(f"override '{raw}': expected --section.key=value, e.g. --train.lr=3e-4")
+        dotted, text = arg.split("=", 1)
+        section, key = dotted.split(".", 1)
+        value = yaml.safe_load(text) if text != "" else ""
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    for section, values in extra.items():
+        if isinstance(values, Mapping) and isinstance(merged.get(section), Mapping):
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load the schema defaults, then the YAML file ``path`` (if given), then the ``overrides``.
+
+    Raises:
+        ConfigError: naming the file (or ``command line``) and the offending key.
+    """
+    where = str(path) if path is not None else "defaults"
+    data = _read_yaml(Path(path)) if path is not None else {}
+    sections = [f.name for f in dataclasses.fields(Config)]
+    for section, body in data.items():
+        if section not in sections:
+            raise ConfigError(f"{where}: unknown section '{section}'.{_suggest(str(section), sections)}")
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{where}: section '{section}' must be a mapping, got {body!r}")
+    # Validate the file on its own first so an error names the file, not the command line.
+    build_dataclass(Config, data, where)
+    if overrides:
+        cli = parse_overrides(overrides)
+        for section in cli:
+            if section not in sections:
+                raise ConfigError(f"command line: unknown section '{section}'.{_suggest(section, sections)}")
+        # Check each override key alone so the message names the command line.
+        for section, values in cli.items():
+            cls = typing.get_type_hints(Config)[section]
+            names = [f.name for f in dataclasses.fields(cls)]
+            for key, value in values.items():
+                if key not in names:
+                    raise ConfigError(
+                        f"command line: unknown key '{section}.{key}'.{_suggest(key, names)}"
+                    )
+                _coerce(value, typing.get_type_hints(cls)[key], f"command line: {section}.{key}")
+        data = _merge(data, cli)
+        where = f"{where} + command line"
+    return build_dataclass(Config, data, where)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-dict form of any config dataclass (lists stay lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The fully resolved config as YAML text (what each run directory stores)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

@@ -1,0 +1,53 @@
+"""Names and shapes of the sharded HDF5 dataset (one place, read by the writer, the reader and the docs).
+
+Per shard ``shard-NNNNN.h5`` (all projections of whole galaxies of one suite, feedback model and split):
+
+=====================  ================  ===========================================================
+dataset                shape             meaning
+=====================  ================  ===========================================================
+maps_stars             [n, 4, H, W]      stars sky map: weight fraction, mean v_los [km/s], σ_los [km/s], mask
+maps_gas               [n, 4, H, W]      the same for gas (mass-weighted)
+phase_stars            [n, 1, H, W]      stars R/R_h – v_los/σ★ PDF
+phase_gas              [n, 1, H, W]      gas R/R_h – v_los/v_rms PDF
+scalars                [n, 4]            log10 R_h [kpc], log10 σ★ [km/s], log10 v_rms,gas [km/s], log10 N★
+labels                 [n, 10]           log10 M_total(< f R_h) [Msun], f = 0.6 … 2.4
+meta/galaxy_id         [n] int64         galaxy identifier (unique in the dataset)
+meta/projection        [n] int32         line-of-sight index
+meta/los               [n, 3]            line-of-sight unit vector (galaxy frame)
+meta/n_stars           [n] int32         observed stars
+galaxies/id            [g] int64         galaxies in this shard
+galaxies/log_mass      [g, K]            log10 M_total(<r) [Msun] on galaxies/log_r
+galaxies/log_r         [K]               log10 r [kpc]
+galaxies/params        [g, P]            generating parameters (names in the attribute ``names``)
+=====================  ================  ===========================================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "MAP_KEYS",
+    "SAMPLE_KEYS",
+    "SCALAR_NAMES",
+    "tracer_keys",
+    "shard_name",
+    "MANIFEST",
+]
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MAP_KEYS = ("maps_stars", "maps_gas", "phase_stars", "phase_gas")
+SAMPLE_KEYS = MAP_KEYS + ("scalars", "labels")
+SCALAR_NAMES = ("log10_rh_kpc", "log10_sigma_stars_kms", "log10_vrms_gas_kms", "log10_n_stars")
+
+
+def tracer_keys(tracer: str) -> tuple[str, ...]:
+    """Map datasets a model with tracer mode ``tracer`` ('stars', 'gas', 'gas+stars') reads."""
+    tracers = {"stars": ("stars",), "gas": ("gas",), "gas+stars": ("stars", "gas")}
+    if tracer not in tracers:
+        raise ValueError(f"unknown tracer mode {tracer!r}; HINT: one of {sorted(tracers)}")
+    return tuple(k for t in tracers[tracer] for k in (f"maps_{t}", f"phase_{t}"))
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.h5"

@@ -1,0 +1,199 @@
+"""Turn one projected tracer catalogue into the model inputs: sky maps, phase-space maps and scalars.
+
+Used for mocks and, unchanged, for real catalogues (``galmass predict``): nothing here assumes a mock.
+
+Sky maps (per tracer) are [4, H, W] with rows = y and columns = x, both from -extent_rh R_h to +extent_rh R_h
+(row 0 / column 0 at -extent, i.e. ``imshow(origin="lower")`` orientation):
+
+0. weight fraction per pixel (stars: counts; gas: mass), summing to 1 over the pixels that received tracers,
+1. weighted mean v_los [km/s] (relative to the stars' systemic velocity),
+2. weighted sigma_los [km/s] (0 where a pixel has fewer than 2 tracers),
+3. mask: 1 where a pixel has >= 1 tracer.
+
+Phase-space maps are [1, H, W]: rows = v_los / scale in [-vmax_sigma, vmax_sigma] (scale = sigma* for stars,
+v_rms,gas for gas), columns = R / R_h in [0, extent_rh]; normalised to sum 1 (a PDF over the pixels).
+
+Scalars [4] = (log10 R_h [kpc], log10 sigma* [km/s], log10 v_rms,gas [km/s] (0 without gas), log10 N*).
+
+R_h is the median projected radius of the stars; tracers outside a map are dropped from that map only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["observation_to_sample", "sky_maps", "phase_map", "dispersion_stars"]
+
+
+def _as_1d(name: str, a: ArrayLike, n: int | None = None) -> NDArray[np.float64]:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    if n is not None and a.size != n:
+        raise ValueError(f"{name} has {a.size} entries, expected {n}. HINT: pass one value per tracer")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(a)))} non-finite values. HINT: drop those "
+                         "tracers before calling observation_to_sample")
+    return a
+
+
+def dispersion_stars(v_kms: ArrayLike, v_err_kms: ArrayLike) -> float:
+    """Error-corrected line-of-sight velocity dispersion [km/s] of stars.
+
+    sigma = sqrt(max(var(v) - mean(err^2), (0.1 mean err)^2 + 1e-6)), with the unbiased variance (ddof = 1) when
+    there are >= 2 stars. The floor keeps sigma > 0 (and its log finite) when errors dominate.
+    """
+    v = np.asarray(v_kms, dtype=np.float64)
+    err = np.broadcast_to(np.asarray(v_err_kms, dtype=np.float64), v.shape)
+    var = float(np.var(v, ddof=1)) if v.size >= 2 else 0.0
+    floor = (0.1 * float(np.mean(err))) ** 2 + 1e-6
+    return float(np.sqrt(max(var - float(np.mean(err**2)), floor)))
+
+
+def sky_maps(
+    u: NDArray[np.float64], w: NDArray[np.float64], v: NDArray[np.float64], weight: NDArray[np.float64],
+    *, npix: int, extent: float,
+) -> NDArray[np.float32]:
+    """[4, npix, npix] sky map of tracers at (u, w) in units of R_h with velocities v [km/s] and weights.
+
+    See the module docstring for the channels. Tracers with |u| or |w| >= extent are dropped.
+    """
+    out = np.zeros((4, npix, npix), dtype=np.float64)
+    # Clip first so far-away tracers cannot overflow the integer cast; they land outside [0, npix) and are dropped.
+    ix = np.floor((np.clip(u, -2 * extent, 2 * extent) + extent) * (npix / (2.0 * extent))).astype(np.int64)
+    iy = np.floor((np.clip(w, -2 * extent, 2 * extent) + extent) * (npix / (2.0 * extent))).astype(np.int64)
+    keep = (ix >= 0) & (ix < npix) & (iy >= 0) & (iy < npix)
+    if not np.any(keep):
+        return out.astype(np.float32)
+    flat = iy[keep] * npix + ix[keep]
+    wt, vk = weight[keep], v[keep]
+    npx = npix * npix
+    count = np.bincount(flat, minlength=npx)
+    sw = np.bincount(flat, weights=wt, minlength=npx)
+    swv = np.bincount(flat, weights=wt * vk, minlength=npx)
+    swv2 = np.bincount(flat, weights=wt * vk * vk, minlength=npx)
+    filled = sw > 0
+    total = sw.sum()
+    mean = np.zeros(npx)
+    mean[filled] = swv[filled] / sw[filled]
+    var = np.zeros(npx)
+    var[filled] = swv2[filled] / sw[filled] - mean[filled] ** 2
+    # Clip the round-off of E[v^2] - E[v]^2; a single tracer has no dispersion.
+    sigma = np.where(count >= 2, np.sqrt(np.clip(var, 0.0, None)), 0.0)
+    out[0] = (sw / total).reshape(npix, npix) if total > 0 else 0.0
+    out[1] = mean.reshape(npix, npix)
+    out[2] = sigma.reshape(npix, npix)
+    out[3] = (count >= 1).reshape(npix, npix)
+    return out.astype(np.float32)
+
+
+def phase_map(
+    radius: NDArray[np.float64], vel: NDArray[np.float64], weight: NDArray[np.float64],
+    *, npix: int, extent: float, vmax: float,
+) -> NDArray[np.float32]:
+    """[1, npix, npix] PDF of (R/R_h in [0, extent] -> columns, v/scale in [-vmax, vmax] -> rows), summing to 1."""
+    ix = np.floor(np.clip(radius, -extent, 2 * extent) * (npix / extent)).astype(np.int64)
+    iy = np.floor((np.clip(vel, -2 * vmax, 2 * vmax) + vmax) * (npix / (2.0 * vmax))).astype(np.int64)
+    keep = (ix >= 0) & (ix < npix) & (iy >= 0) & (iy < npix)
+    hist = np.bincount(iy[keep] * npix + ix[keep], weights=weight[keep], minlength=npix * npix)
+    total = hist.sum()
+    if total > 0:
+        hist = hist / total
+    return hist.reshape(1, npix, npix).astype(np.float32)
+
+
+def observation_to_sample(
+    x_kpc: ArrayLike,
+    y_kpc: ArrayLike,
+    v_kms: ArrayLike,
+    v_err_kms: ArrayLike,
+    gas: tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike] | None = None,
+    *,
+    npix: int,
+    extent_rh: float,
+    vmax_sigma: float,
+) -> dict[str, NDArray | float]:
+    """Model inputs of one projected observation (stars, optionally gas).
+
+    Parameters
+    ----------
+    x_kpc, y_kpc : array [N*]
+        Projected star positions [kpc] relative to the galaxy centre.
+    v_kms : array [N*]
+        Observed line-of-sight velocities [km/s] (any systemic offset; it is removed with the stars' mean).
+    v_err_kms : float or array [N*]
+        Velocity errors [km/s] (1-sigma), used to correct sigma*.
+    gas : tuple (x_kpc, y_kpc, v_kms, mass_msun) of arrays [N_gas], or None
+        Gas cells / pixels with the same centre and velocity zero point as the stars; None for no gas.
+    npix : int
+        Map size (square).
+    extent_rh : float
+        Sky maps span +-extent_rh R_h; phase maps span R/R_h in [0, extent_rh].
+    vmax_sigma : float
+        Phase maps span v/scale in [-vmax_sigma, vmax_sigma].
+
+    Returns
+    -------
+    dict
+        "maps_stars" [4,H,W], "phase_stars" [1,H,W], "maps_gas" [4,H,W], "phase_gas" [1,H,W] (float32),
+        "scalars" [4] (float32), and floats "rh_kpc", "sigma_kms", "vrms_gas_kms" (0.0 without gas) and
+        "v_sys_kms" (the stars' mean v_los that was subtracted).
+    """
+    if npix < 1 or not extent_rh > 0 or not vmax_sigma > 0:
+        raise ValueError(f"need npix >= 1, extent_rh > 0, vmax_sigma > 0; got {npix}, {extent_rh}, {vmax_sigma}")
+    x = _as_1d("x_kpc", x_kpc)
+    n = x.size
+    if n < 1:
+        raise ValueError("no stars given. HINT: observation_to_sample needs at least one star (>= 3 recommended)")
+    y = _as_1d("y_kpc", y_kpc, n)
+    v = _as_1d("v_kms", v_kms, n)
+    err = np.broadcast_to(np.asarray(v_err_kms, dtype=np.float64), (n,))
+    if not np.all(np.isfinite(err)) or np.any(err < 0):
+        raise ValueError("v_err_kms must be finite and >= 0. HINT: use 0 for exact velocities")
+
+    R = np.hypot(x, y)
+    rh = float(np.median(R))
+    if not rh > 0:
+        raise ValueError(f"median projected radius of the stars is {rh} kpc; cannot scale maps. HINT: centre the "
+                         "catalogue on the galaxy and check positions are not all zero")
+    v_sys = float(np.mean(v))
+    dv = v - v_sys
+    sigma = dispersion_stars(dv, err)
+
+    ones = np.ones(n)
+    maps_stars = sky_maps(x / rh, y / rh, dv, ones, npix=npix, extent=extent_rh)
+    phase_stars = phase_map(R / rh, dv / sigma, ones, npix=npix, extent=extent_rh, vmax=vmax_sigma)
+
+    if gas is None:
+        maps_gas = np.zeros((4, npix, npix), dtype=np.float32)
+        phase_gas = np.zeros((1, npix, npix), dtype=np.float32)
+        vrms = 0.0
+        log_vrms = 0.0
+    else:
+        if len(gas) != 4:
+            raise ValueError(f"gas must be (x_kpc, y_kpc, v_kms, mass), got {len(gas)} arrays")
+        gx = _as_1d("gas x_kpc", gas[0])
+        ng = gx.size
+        gy = _as_1d("gas y_kpc", gas[1], ng)
+        gv = _as_1d("gas v_kms", gas[2], ng) - v_sys
+        gm = _as_1d("gas mass", gas[3], ng)
+        if ng == 0 or np.any(gm < 0) or not gm.sum() > 0:
+            raise ValueError("gas needs >= 1 cell, masses >= 0 and a positive total. HINT: pass gas=None for no gas")
+        # Mass-weighted rms about the stars' systemic velocity (rotation included: it is the gas velocity scale).
+        vrms = float(np.sqrt(np.sum(gm * gv * gv) / np.sum(gm)))
+        vrms = max(vrms, 1e-3)
+        log_vrms = np.log10(vrms)
+        maps_gas = sky_maps(gx / rh, gy / rh, gv, gm, npix=npix, extent=extent_rh)
+        phase_gas = phase_map(np.hypot(gx, gy) / rh, gv / vrms, gm, npix=npix, extent=extent_rh, vmax=vmax_sigma)
+
+    scalars = np.array([np.log10(rh), np.log10(sigma), log_vrms, np.log10(n)], dtype=np.float32)
+    return {
+        "maps_stars": maps_stars,
+        "phase_stars": phase_stars,
+        "maps_gas": maps_gas,
+        "phase_gas": phase_gas,
+        "scalars": scalars,
+        "rh_kpc": rh,
+        "sigma_kms": sigma,
+        "vrms_gas_kms": vrms,
+        "v_sys_kms": v_sys,
+    }

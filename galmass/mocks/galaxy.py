@@ -1,0 +1,276 @@
+"""One mock dwarf galaxy: its parameters, its true mass profile, and particle samplers for stars and gas.
+
+Components (all spherical except the gas disc, whose mass is counted inside spheres exactly because it is
+razor-thin):
+
+* dark matter: NFW or coreNFW (Read, Agertz & Collins 2016) with M200, c200, R200, r_c = eta R_h, n;
+* stars: Plummer sphere of mass M* and scale a = R_h (projected half-number radius of the whole population),
+  velocities from the spherical Jeans equation in the TOTAL mass, constant-beta or Osipkov–Merritt anisotropy;
+* gas: razor-thin exponential disc of mass M_gas and scale R_d, random orientation, rotating at the circular
+  speed of the total (spherical) mass with an asymmetric-drift correction, turbulence and non-equilibrium motions.
+
+``M200`` is the mass of the dark-matter halo alone; the total mass adds stars and gas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from galmass.mocks.suites import FeedbackSpec, SuiteSpec
+from galmass.physics.constants import G, LOG_R_GRID
+from galmass.physics.jeans import JeansSolution, solve_jeans
+from galmass.physics.profiles import (
+    corenfw_mass,
+    exponential_disc_mass,
+    plummer_density,
+    plummer_mass,
+    plummer_radius_from_fraction,
+)
+from galmass.physics.scaling import c200_dutton_maccio, r200_from_m200, size_kravtsov, smhm_moster
+
+__all__ = ["Galaxy", "PARAM_NAMES", "draw_galaxy", "sample_stars", "sample_gas", "jeans_solution"]
+
+
+@dataclass(frozen=True)
+class Galaxy:
+    """Parameters of one mock galaxy (units: Msun, kpc, km/s; angles in radians)."""
+
+    m200: float
+    """Dark-matter halo mass M200 [Msun]."""
+    c200: float
+    """Halo concentration R200 / r_s."""
+    r200: float
+    """Halo radius [kpc] (200 times the critical density)."""
+    mstar: float
+    """Stellar mass [Msun]."""
+    a: float
+    """Plummer scale [kpc] = projected half-number radius R_h of the whole stellar population."""
+    om: bool
+    """True: Osipkov–Merritt anisotropy with radius ``r_a``; False: constant ``beta``."""
+    beta: float
+    """Constant anisotropy (used when ``om`` is False)."""
+    r_a: float
+    """Osipkov–Merritt anisotropy radius [kpc] (used when ``om`` is True)."""
+    n: float
+    """coreNFW core strength in [0, 1] (0: NFW cusp)."""
+    r_c: float
+    """coreNFW core radius [kpc]."""
+    m_gas: float
+    """Gas disc mass [Msun]."""
+    r_d: float
+    """Gas disc exponential scale length [kpc]."""
+    sigma_gas: float
+    """Gas turbulent dispersion per component [km/s]."""
+    v_rad_frac: float
+    """Gas radial flow speed as a fraction of v_c (> 0 outflow, < 0 inflow)."""
+    m2_frac: float
+    """m = 2 gas velocity perturbation amplitude, fraction of v_c."""
+    m2_phase: float
+    """Phase of the m = 2 perturbation in the disc plane [rad]."""
+    m1_frac: float
+    """m = 1 (lopsided) gas velocity perturbation amplitude, fraction of v_c."""
+    m1_phase: float
+    """Phase of the m = 1 perturbation [rad]."""
+    disc_nx: float
+    """Gas disc normal, x component (galaxy frame)."""
+    disc_ny: float
+    """Gas disc normal, y component."""
+    disc_nz: float
+    """Gas disc normal, z component."""
+
+    # --- mass profile -------------------------------------------------------------------------------------------
+    def dm_mass(self, r: ArrayLike) -> NDArray[np.float64]:
+        """Dark-matter mass inside radius r [kpc] -> [Msun] (coreNFW; n = 0 is exactly NFW)."""
+        return corenfw_mass(r, self.m200, self.c200, self.r200, self.r_c, self.n)
+
+    def star_mass(self, r: ArrayLike) -> NDArray[np.float64]:
+        """Stellar (Plummer) mass inside radius r [kpc] -> [Msun]."""
+        return plummer_mass(r, self.a, self.mstar)
+
+    def gas_mass(self, r: ArrayLike) -> NDArray[np.float64]:
+        """Gas disc mass inside the sphere of radius r [kpc] -> [Msun]."""
+        return exponential_disc_mass(r, self.m_gas, self.r_d)
+
+    def mass(self, r: ArrayLike) -> NDArray[np.float64]:
+        """Total (dark matter + stars + gas) 3-D mass inside radius r [kpc] -> [Msun]."""
+        return self.dm_mass(r) + self.star_mass(r) + self.gas_mass(r)
+
+    def log_mass_profile(self) -> NDArray[np.float64]:
+        """log10 M_total(<r) [Msun] on ``galmass.physics.constants.LOG_R_GRID`` (radii in kpc)."""
+        return np.log10(self.mass(LOG_R_GRID))
+
+    # --- anisotropy ---------------------------------------------------------------------------------------------
+    def anisotropy_kwargs(self) -> dict[str, float | None]:
+        """``beta`` / ``r_a`` arguments for :func:`galmass.physics.jeans.solve_jeans`."""
+        return {"beta": 0.0, "r_a": self.r_a} if self.om else {"beta": self.beta, "r_a": None}
+
+    @property
+    def disc_normal(self) -> NDArray[np.float64]:
+        """Unit normal of the gas disc in the galaxy frame."""
+        return np.array([self.disc_nx, self.disc_ny, self.disc_nz])
+
+    def params_vector(self) -> NDArray[np.float64]:
+        """All parameters as float64, in the order of ``PARAM_NAMES`` (``om`` as 0/1)."""
+        return np.array([float(getattr(self, name)) for name in PARAM_NAMES], dtype=np.float64)
+
+
+PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Galaxy))
+"""Names of the entries of :meth:`Galaxy.params_vector`."""
+
+
+def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    lo, hi = lo_hi
+    return float(lo + (hi - lo) * rng.random())
+
+
+def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    lo, hi = lo_hi
+    return float(np.exp(np.log(lo) + (np.log(hi) - np.log(lo)) * rng.random()))
+
+
+def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.SeedSequence) -> Galaxy:
+    """Draw one galaxy of a suite × feedback cell from ``seed`` alone.
+
+    Every random variable is drawn in a fixed order whether or not it is used (e.g. both a constant beta and an
+    Osipkov–Merritt r_a), so the same seed gives the same halo, stars and gas under any feedback model: the cusp
+    and core versions of a galaxy differ only in the core (n) and the gas non-equilibrium amplitudes.
+
+    Parameters
+    ----------
+    suite, feedback : SuiteSpec, FeedbackSpec
+        Recipes (see :func:`galmass.mocks.suites.load_suite` / ``load_feedback``).
+    seed : int or numpy.random.SeedSequence
+        The only source of randomness.
+    """
+    if not isinstance(suite, SuiteSpec) or not isinstance(feedback, FeedbackSpec):
+        raise ValueError(f"draw_galaxy needs a SuiteSpec and a FeedbackSpec, got {type(suite).__name__}, "
+                         f"{type(feedback).__name__}. HINT: use load_suite(name) / load_feedback(name)")
+    rng = np.random.default_rng(seed)
+    log_m200 = _uniform(rng, suite.log10_m200_range)
+    m200 = 10.0**log_m200
+    r200 = float(r200_from_m200(m200))
+    c200 = float(c200_dutton_maccio(m200)) * 10.0 ** (suite.c200_offset_dex + suite.c200_scatter_dex * rng.normal())
+    mstar = float(smhm_moster(m200, suite.smhm_n, suite.smhm_log_m1, suite.smhm_beta, suite.smhm_gamma))
+    mstar *= 10.0 ** (suite.smhm_scatter_dex * rng.normal())
+    a = float(size_kravtsov(r200, suite.size_k)) * 10.0 ** (suite.size_scatter_dex * rng.normal())
+    om = bool(rng.random() < suite.om_fraction)
+    r_a = a * _log_uniform(rng, suite.om_ra_over_rh_range)
+    beta = _uniform(rng, suite.beta_range)
+    n = _uniform(rng, feedback.n_range)  # 'nfw' requires n_range = [0, 0], so n = 0 (and one draw used)
+    r_c = feedback.eta * a
+    m_gas = mstar * _log_uniform(rng, suite.gas_to_stellar_range)
+    r_d = a * _uniform(rng, suite.gas_rd_over_rh_range)
+    sigma_gas = _uniform(rng, suite.gas_sigma_kms_range)
+    v_rad = _uniform(rng, feedback.radial_flow_range) * (1.0 if rng.random() < 0.5 else -1.0)
+    m2_frac, m2_phase = _uniform(rng, feedback.m2_range), 2.0 * np.pi * rng.random()
+    m1_frac, m1_phase = _uniform(rng, feedback.lopsided_range), 2.0 * np.pi * rng.random()
+    normal = _random_unit_vector(rng)
+    return Galaxy(
+        m200=m200, c200=c200, r200=r200, mstar=mstar, a=a, om=om, beta=beta, r_a=r_a, n=n, r_c=r_c,
+        m_gas=m_gas, r_d=r_d, sigma_gas=sigma_gas, v_rad_frac=v_rad, m2_frac=m2_frac, m2_phase=float(m2_phase),
+        m1_frac=m1_frac, m1_phase=float(m1_phase),
+        disc_nx=float(normal[0]), disc_ny=float(normal[1]), disc_nz=float(normal[2]),
+    )
+
+
+def _random_unit_vector(rng: np.random.Generator, n: int | None = None) -> NDArray[np.float64]:
+    """Isotropic unit vector(s): cos(theta) uniform in [-1, 1], phi uniform in [0, 2 pi)."""
+    size = 1 if n is None else n
+    cos_t = 2.0 * rng.random(size) - 1.0
+    phi = 2.0 * np.pi * rng.random(size)
+    sin_t = np.sqrt(1.0 - cos_t**2)
+    out = np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], axis=-1)
+    return out[0] if n is None else out
+
+
+@functools.lru_cache(maxsize=32)
+def jeans_solution(galaxy: Galaxy) -> JeansSolution:
+    """sigma_r^2(r) of the Plummer stars in the galaxy's total mass (cached: Galaxy is frozen and hashable)."""
+    return solve_jeans(galaxy.mass, lambda r: plummer_density(r, galaxy.a), scale=galaxy.a,
+                       **galaxy.anisotropy_kwargs())
+
+
+def sample_stars(
+    galaxy: Galaxy, n: int, rng: np.random.Generator
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Sample n stars: Plummer positions and Gaussian velocities with the spherical-Jeans dispersions.
+
+    sigma_r(r) solves the Jeans equation in the total mass; sigma_theta = sigma_phi = sigma_r sqrt(1 - beta(r)).
+
+    Returns
+    -------
+    pos : ndarray [n, 3]
+        Positions [kpc] (galaxy frame, centred).
+    vel : ndarray [n, 3]
+        Velocities [km/s] (mean zero).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    r = plummer_radius_from_fraction(rng.random(n), galaxy.a)
+    rhat = _random_unit_vector(rng, n)
+    sol = jeans_solution(galaxy)
+    sigma_r = sol.sigma_r(r)
+    sigma_t = sigma_r * np.sqrt(1.0 - sol.beta(r))
+    g = rng.standard_normal((n, 3))
+    # Split an isotropic unit Gaussian into its radial part and the two tangential components, then scale each.
+    g_r = np.einsum("ij,ij->i", g, rhat)
+    radial = g_r[:, None] * rhat
+    vel = sigma_r[:, None] * radial + sigma_t[:, None] * (g - radial)
+    return r[:, None] * rhat, vel
+
+
+def _disc_basis(normal: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Two unit vectors spanning the plane perpendicular to ``normal`` (right-handed with it)."""
+    ref = np.array([0.0, 0.0, 1.0]) if abs(normal[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    e1 = np.cross(ref, normal)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(normal, e1)
+    return e1, e2
+
+
+def sample_gas(
+    galaxy: Galaxy, n: int, rng: np.random.Generator
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Sample n equal-mass gas cells of the rotating, razor-thin exponential disc.
+
+    In the disc plane (cylindrical R, phi):
+      v_c^2 = G M_total(<R) / R (spherical approximation for the disc's own contribution),
+      v_phi = sqrt(max(v_c^2 - sigma^2 R / R_d, 0)) (asymmetric drift of an exponential disc with constant sigma),
+      v_R   = v_rad_frac v_c                          (radial in/outflow),
+      plus v_c [A2 cos 2(phi - phi2) + A1 cos(phi - phi1)] on v_phi and the matching sines on v_R
+      (m = 2 oval distortion and m = 1 lopsidedness), and isotropic turbulence sigma on all three components.
+
+    Returns
+    -------
+    pos : ndarray [n, 3]
+        Positions [kpc] in the galaxy frame (the disc plane is perpendicular to ``galaxy.disc_normal``).
+    vel : ndarray [n, 3]
+        Velocities [km/s].
+    mass : ndarray [n]
+        Cell masses [Msun] (each M_gas / n).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    R = rng.gamma(2.0, galaxy.r_d, n)  # Sigma ~ exp(-R/R_d) => p(R) ~ R exp(-R/R_d)
+    phi = 2.0 * np.pi * rng.random(n)
+    turb = galaxy.sigma_gas * rng.standard_normal((n, 3))
+    R_safe = np.maximum(R, 1e-12 * galaxy.r_d)
+    v_c = np.sqrt(G * galaxy.mass(R_safe) / R_safe)
+    v_phi = np.sqrt(np.clip(v_c**2 - galaxy.sigma_gas**2 * R / galaxy.r_d, 0.0, None))
+    d2, d1 = 2.0 * (phi - galaxy.m2_phase), phi - galaxy.m1_phase
+    v_phi = v_phi + v_c * (galaxy.m2_frac * np.cos(d2) + galaxy.m1_frac * np.cos(d1))
+    v_R = v_c * (galaxy.v_rad_frac + galaxy.m2_frac * np.sin(d2) + galaxy.m1_frac * np.sin(d1))
+    cos_p, sin_p = np.cos(phi), np.sin(phi)
+    e1, e2 = _disc_basis(galaxy.disc_normal)
+    normal = galaxy.disc_normal
+    pos = (R * cos_p)[:, None] * e1 + (R * sin_p)[:, None] * e2
+    v1 = v_R * cos_p - v_phi * sin_p + turb[:, 0]
+    v2 = v_R * sin_p + v_phi * cos_p + turb[:, 1]
+    vel = v1[:, None] * e1 + v2[:, None] * e2 + turb[:, 2:3] * normal
+    mass = np.full(n, galaxy.m_gas / n)
+    return pos, vel, mass

@@ -1,0 +1,198 @@
+"""Suite and feedback recipes: the YAML files in ``configs/suites/`` and ``configs/feedback/``.
+
+A *suite* is a galaxy population recipe (halo masses, concentrations, stellar masses, sizes, anisotropy, gas);
+a *feedback model* says how the dark-matter halo and the gas respond to star formation (cusp or core, and how far
+the gas is from equilibrium). Files are read strictly: an unknown key is an error naming the file and the closest
+valid key (``galmass.config.build_dataclass``). Every value a file omits takes the dataclass default below.
+
+Ranges are written ``[low, high]`` and drawn uniformly, or log-uniformly where the field says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from galmass.config import ConfigError, build_dataclass
+
+__all__ = ["SuiteSpec", "FeedbackSpec", "load_suite", "load_feedback", "available", "CONFIG_DIR"]
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+"""The repository's ``configs/`` directory, where bare suite / feedback names are looked up."""
+
+
+def _check_range(name: str, rng: tuple[float, float], lo: float | None = None, hi: float | None = None) -> None:
+    a, b = rng
+    if not a <= b:
+        raise ConfigError(f"{name} = [{a}, {b}] must have low <= high. HINT: write [low, high]")
+    if lo is not None and a < lo:
+        raise ConfigError(f"{name} = [{a}, {b}] must be >= {lo}")
+    if hi is not None and b > hi:
+        raise ConfigError(f"{name} = [{a}, {b}] must be <= {hi}")
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A galaxy population recipe (one YAML file in ``configs/suites/``)."""
+
+    name: str = ""
+    """Suite name; defaults to the file name without ``.yaml``."""
+    description: str = ""
+    """Free text: what this suite stands for."""
+    log10_m200_range: tuple[float, float] = (9.5, 11.0)
+    """Dark-matter halo mass log10 M200 [Msun], drawn uniformly."""
+    c200_offset_dex: float = 0.0
+    """Shift of log10 c200 from the Dutton & Macciò (2014) median [dex] (> 0: more concentrated haloes)."""
+    c200_scatter_dex: float = 0.11
+    """Log-normal scatter of c200 about the median [dex] (Dutton & Macciò 2014: 0.11)."""
+    smhm_n: float = 0.0351
+    """Moster+2013 normalisation N."""
+    smhm_log_m1: float = 11.59
+    """Moster+2013 characteristic halo mass log10 M1 [Msun]."""
+    smhm_beta: float = 1.376
+    """Moster+2013 low-mass slope beta (larger: fewer stars in dwarfs)."""
+    smhm_gamma: float = 0.608
+    """Moster+2013 high-mass slope gamma."""
+    smhm_scatter_dex: float = 0.2
+    """Log-normal scatter of M* at fixed M200 [dex]."""
+    size_k: float = 0.015
+    """R_h = k R200 (Kravtsov 2013: 0.015); R_h is the projected half-number radius (Plummer scale)."""
+    size_scatter_dex: float = 0.2
+    """Log-normal scatter of R_h at fixed R200 [dex] (Kravtsov 2013: ~0.2)."""
+    om_fraction: float = 0.3
+    """Fraction of galaxies with Osipkov–Merritt anisotropy (isotropic centre, radial outskirts); the rest have
+    constant beta."""
+    om_ra_over_rh_range: tuple[float, float] = (0.5, 5.0)
+    """Osipkov–Merritt anisotropy radius r_a / R_h, drawn log-uniformly (small r_a: strongly radial)."""
+    beta_range: tuple[float, float] = (-0.5, 0.5)
+    """Constant anisotropy beta, drawn uniformly (< 0 tangential, > 0 radial). Must stay < 1."""
+    gas_to_stellar_range: tuple[float, float] = (0.5, 5.0)
+    """Gas mass / stellar mass, drawn log-uniformly."""
+    gas_rd_over_rh_range: tuple[float, float] = (1.0, 2.0)
+    """Gas disc exponential scale length R_d / R_h, drawn uniformly."""
+    gas_sigma_kms_range: tuple[float, float] = (8.0, 12.0)
+    """Gas turbulent velocity dispersion (isotropic, per component) [km/s], drawn uniformly."""
+
+    def __post_init__(self) -> None:
+        _check_range("log10_m200_range", self.log10_m200_range, 6.0, 15.0)
+        _check_range("om_ra_over_rh_range", self.om_ra_over_rh_range, 1e-3)
+        if self.om_ra_over_rh_range[0] <= 0:
+            raise ConfigError(f"om_ra_over_rh_range must be > 0, got {self.om_ra_over_rh_range}")
+        _check_range("beta_range", self.beta_range, -10.0)
+        if self.beta_range[1] >= 1.0:
+            raise ConfigError(f"beta_range = {self.beta_range}: beta must stay < 1 (sigma_t^2 = (1-beta) sigma_r^2). "
+                              "HINT: use Osipkov–Merritt (om_fraction) for strongly radial orbits")
+        _check_range("gas_to_stellar_range", self.gas_to_stellar_range, 0.0)
+        if self.gas_to_stellar_range[0] <= 0:
+            raise ConfigError(f"gas_to_stellar_range must be > 0 (drawn log-uniformly), got "
+                              f"{self.gas_to_stellar_range}")
+        _check_range("gas_rd_over_rh_range", self.gas_rd_over_rh_range, 1e-3)
+        _check_range("gas_sigma_kms_range", self.gas_sigma_kms_range, 0.0)
+        if not 0.0 <= self.om_fraction <= 1.0:
+            raise ConfigError(f"om_fraction must be in [0, 1], got {self.om_fraction}")
+        if not 0.0 < self.size_k < 1.0:
+            raise ConfigError(f"size_k must be in (0, 1), got {self.size_k}. HINT: Kravtsov 2013 finds ~0.015")
+        for key in ("c200_scatter_dex", "smhm_scatter_dex", "size_scatter_dex"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("smhm_n", "smhm_beta", "smhm_gamma"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class FeedbackSpec:
+    """How the halo and the gas respond to star formation (one YAML file in ``configs/feedback/``)."""
+
+    name: str = ""
+    """Feedback model name; defaults to the file name without ``.yaml``."""
+    description: str = ""
+    """Free text: what this model stands for."""
+    profile: Literal["nfw", "corenfw"] = "nfw"
+    """Dark-matter profile: 'nfw' (cusp) or 'corenfw' (Read, Agertz & Collins 2016)."""
+    n_range: tuple[float, float] = (0.0, 0.0)
+    """coreNFW core strength n in [0, 1], drawn uniformly (must be [0, 0] for 'nfw')."""
+    eta: float = 1.75
+    """Core radius r_c = eta R_h (Read+2016: 1.75)."""
+    radial_flow_range: tuple[float, float] = (0.0, 0.03)
+    """Gas radial in/outflow speed as a fraction of v_c, drawn uniformly; the sign (in or out) is random."""
+    m2_range: tuple[float, float] = (0.0, 0.03)
+    """Amplitude of the m = 2 (oval/bar-like) perturbation of the gas velocity field, fraction of v_c."""
+    lopsided_range: tuple[float, float] = (0.0, 0.03)
+    """Amplitude of the m = 1 (lopsided) perturbation of the gas velocity field, fraction of v_c."""
+
+    def __post_init__(self) -> None:
+        _check_range("n_range", self.n_range, 0.0, 1.0)
+        if self.profile == "nfw" and self.n_range != (0.0, 0.0):
+            raise ConfigError(f"profile 'nfw' has no core, but n_range = {list(self.n_range)}. HINT: set profile: "
+                              "corenfw, or n_range: [0, 0]")
+        if not self.eta > 0:
+            raise ConfigError(f"eta must be > 0, got {self.eta}. HINT: Read+2016 use 1.75")
+        for key in ("radial_flow_range", "m2_range", "lopsided_range"):
+            _check_range(key, getattr(self, key), 0.0, 1.0)
+
+
+def available(kind: Literal["suites", "feedback"]) -> list[str]:
+    """Names of the shipped recipes of one kind (YAML files in ``configs/<kind>/``)."""
+    return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+
+
+def _resolve(name_or_path: str | Path, kind: Literal["suites", "feedback"]) -> Path:
+    text = str(name_or_path)
+    path = Path(text)
+    if isinstance(name_or_path, Path) or path.suffix in (".yaml", ".yml") or "/" in text or "\\" in text:
+        if not path.is_file():
+            raise ConfigError(f"{kind} file not found: {path}")
+        return path
+    candidate = CONFIG_DIR / kind / f"{text}.yaml"
+    if not candidate.is_file():
+        names = available(kind)
+        close = difflib.get_close_matches(text, names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown {kind} name '{text}'.{hint} Available in {CONFIG_DIR / kind}: "
+                          f"{', '.join(names) or '(none)'}. HINT: or pass a path to a YAML file")
+    return candidate
+
+
+def _load(cls: type, name_or_path: str | Path, kind: Literal["suites", "feedback"]):
+    path = _resolve(name_or_path, kind)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    spec = build_dataclass(cls, data, str(path))
+    if not spec.name:
+        spec = dataclasses.replace(spec, name=path.stem)
+    return spec
+
+
+def load_suite(name_or_path: str | Path | SuiteSpec) -> SuiteSpec:
+    """Load a suite recipe by bare name (``configs/suites/<name>.yaml``) or by path.
+
+    Raises
+    ------
+    ConfigError
+        Unknown name (lists the available ones), missing file, unknown key (names the file and the closest key),
+        wrong type or out-of-range value.
+    """
+    if isinstance(name_or_path, SuiteSpec):
+        return name_or_path
+    return _load(SuiteSpec, name_or_path, "suites")
+
+
+def load_feedback(name_or_path: str | Path | FeedbackSpec) -> FeedbackSpec:
+    """Load a feedback model by bare name (``configs/feedback/<name>.yaml``) or by path.
+
+    Raises ConfigError as :func:`load_suite` does.
+    """
+    if isinstance(name_or_path, FeedbackSpec):
+        return name_or_path
+    return _load(FeedbackSpec, name_or_path, "feedback")

@@ -1,0 +1,40 @@
+"""galmass: mass profiles of dispersion-supported galaxies from line-of-sight kinematics (CNN + normalising flow)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+version = {}
+exec((HERE / "galmass" / "__init__.py").read_text(), version)
+
+setup(
+    name="galmass",
+    version=version["__version__"],
+    description="Probabilistic CNN mass profiles of galaxies from stellar and gas kinematics, at HPC scale",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["galmass", "galmass.*", "hpc", "hpc.*"]),
+    # The range admits the CPU wheel 2.13.0 that CI installs first and the CUDA builds clusters bring;
+    # installing torch before galmass keeps pip from pulling a multi-GB CUDA build on CPU machines.
+    install_requires=[
+        "torch>=2.3,<2.15",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "h5py>=3.10",
+        "hdf5plugin>=4.4",
+        "zuko>=1.1,<2",
+        "pyyaml>=6.0",
+        "matplotlib>=3.8",
+        "tensorboard>=2.15",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "mpi": ["mpi4py>=4.0", "mpich>=4.2"],
+        "dali": ["nvidia-dali-cuda120>=1.40"],
+        "slurm": ["submitit>=1.5"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["galmass=galmass.cli:main"]},
+)

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny mock dataset (generated once per session) and helpers to run galmass commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A dataset small enough for CPU tests: 2 suites × 2 feedback models × 6 galaxies × 8 projections, 16×16 maps.
+TINY_DATA = [
+    "--data.galaxies_per_cell=6", "--data.projections=8", "--data.npix=16", "--data.star_pool=3000",
+    "--data.gas_cells=300", "--data.shard_size=16", "--data.val_fraction=0.17", "--data.test_fraction=0.17",
+    "--data.seed=3",
+]
+TINY_MODEL = ["--model.widths=[8,16]", "--model.embed_dim=16", "--model.flow_transforms=2",
+              "--model.flow_hidden=[32,32]"]
+TINY_TRAIN = ["--train.batch_size=16", "--train.epochs=3", "--train.progress=false", "--train.lr=1e-3",
+              "--train.patience=0"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    from galmass.config import load_config
+    from galmass.datasets.writer import generate_dataset
+
+    path = tmp_path_factory.mktemp("data") / "tiny"
+    cfg = load_config(None, TINY_DATA + [f"--data.path={path}"])
+    generate_dataset(cfg.data, workers=1, progress=False)
+    return path
+
+
+def run_cmd(args: list[str], cwd: Path | None = None, timeout: float = 600, env_extra: dict | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with this interpreter's environment (venv bin first on PATH)."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(env_extra or {})
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}")
+    return proc

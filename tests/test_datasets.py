@@ -1,0 +1,114 @@
+"""Sharded HDF5 datasets: determinism, manifest, checksums, split by galaxy, batch reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from galmass.config import load_config
+from galmass.datasets import DatasetError, ShardedDataset, load_manifest
+from galmass.datasets.writer import generate_dataset, plan_shards
+
+from conftest import TINY_DATA
+
+
+def test_manifest_counts_and_galaxy_split(tiny_dataset):
+    m = load_manifest(tiny_dataset)
+    by_split = {s: set() for s in ("train", "val", "test")}
+    for shard in m["shards"]:
+        by_split[shard["split"]].update(shard["galaxy_ids"])
+        with h5py.File(tiny_dataset / shard["file"], "r") as fh:
+            assert fh["labels"].shape == (shard["n"], 10)
+            assert set(np.unique(fh["meta/galaxy_id"][:])) == set(shard["galaxy_ids"])
+            for key in ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars", "labels"):
+                assert np.all(np.isfinite(fh[key][:])), key
+    # projections of one galaxy never straddle splits
+    assert not (by_split["train"] & by_split["test"]) and not (by_split["train"] & by_split["val"])
+    assert not (by_split["val"] & by_split["test"])
+    assert sum(len(v) for v in by_split.values()) == 2 * 2 * 6
+    assert m["counts"]["train"] + m["counts"]["val"] + m["counts"]["test"] == 2 * 2 * 6 * 8
+    norm = m["normalisation"]
+    assert len(norm["scalars"]["mean"]) == 4 and len(norm["y_stars"]["mean"]) == 10
+
+
+def test_same_seed_bit_identical_other_seed_differs(tiny_dataset, tmp_path):
+    again = tmp_path / "again"
+    cfg = load_config(None, TINY_DATA + [f"--data.path={again}"])
+    generate_dataset(cfg.data, workers=2, progress=False)  # other worker count, same bytes
+    a, b = load_manifest(tiny_dataset), load_manifest(again)
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    for s in a["shards"]:
+        assert (tiny_dataset / s["file"]).read_bytes() == (again / s["file"]).read_bytes()
+    other = load_config(None, TINY_DATA + [f"--data.path={tmp_path / 'other'}", "--data.seed=4",
+                                           "--data.galaxies_per_cell=3", "--data.val_fraction=0.34",
+                                           "--data.test_fraction=0.34"])
+    generate_dataset(other.data, workers=1, progress=False)
+    with h5py.File(tiny_dataset / a["shards"][0]["file"]) as f1, \
+            h5py.File(tmp_path / "other" / load_manifest(tmp_path / "other")["shards"][0]["file"]) as f2:
+        assert not np.array_equal(f1["labels"][:2], f2["labels"][:2])
+
+
+def test_flipped_byte_names_the_file(tiny_dataset, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, copy)
+    shard = load_manifest(copy)["shards"][0]
+    path = copy / shard["file"]
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    split = shard["split"]
+    with pytest.raises(DatasetError, match=shard["file"] + ".*checksum mismatch"):
+        ShardedDataset(copy, split)
+
+
+def test_damaged_dataset_error_names_file_and_dataset(tiny_dataset, tmp_path):
+    copy = tmp_path / "copy2"
+    shutil.copytree(tiny_dataset, copy)
+    shard = load_manifest(copy)["shards"][0]
+    with h5py.File(copy / shard["file"], "a") as fh:
+        del fh["labels"]
+    data = ShardedDataset(copy, shard["split"], verify=False)
+    with pytest.raises(DatasetError, match=f"{shard['file']}: dataset 'labels'"):
+        data.get_batch([0])
+
+
+def test_get_batch_order_and_padding(tiny_dataset):
+    data = ShardedDataset(tiny_dataset, "train", ("labels", "scalars"), meta=True)
+    everything = data.read_all("labels")
+    assert len(everything) == len(data)
+    idx = np.array([len(data) - 1, 0, 5, 5, 17])
+    batch = data.get_batch(idx)
+    np.testing.assert_array_equal(batch["labels"], everything[idx])
+    assert batch["galaxy_id"].shape == (5,)
+
+
+def test_existing_dataset_with_other_config_is_refused(tiny_dataset):
+    cfg = load_config(None, TINY_DATA + [f"--data.path={tiny_dataset}", "--data.projections=9"])
+    with pytest.raises(FileExistsError, match="projections"):
+        generate_dataset(cfg.data, workers=1, progress=False)
+
+
+def test_interrupted_generation_keeps_finished_shards(tiny_dataset, tmp_path):
+    part = tmp_path / "part"
+    shutil.copytree(tiny_dataset, part)
+    (part / "manifest.json").unlink()
+    victim = part / load_manifest(tiny_dataset)["shards"][1]["file"]
+    victim.unlink()
+    keep = part / load_manifest(tiny_dataset)["shards"][0]["file"]
+    before = keep.stat().st_mtime_ns
+    cfg = load_config(None, TINY_DATA + [f"--data.path={part}"])
+    generate_dataset(cfg.data, workers=1, progress=False)
+    assert keep.stat().st_mtime_ns == before  # not rewritten
+    assert json.loads((part / "manifest.json").read_text())["shards"] == load_manifest(tiny_dataset)["shards"]
+
+
+def test_plan_is_independent_of_suite_order():
+    a = load_config(None, ["--data.suites=[compact,extended]"]).data
+    b = load_config(None, ["--data.suites=[extended,compact]"]).data
+    ga = {(t.suite, t.feedback, t.split, t.galaxy_indices) for t in plan_shards(a)}
+    gb = {(t.suite, t.feedback, t.split, t.galaxy_indices) for t in plan_shards(b)}
+    assert ga == gb

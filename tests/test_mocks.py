@@ -1,0 +1,193 @@
+"""Mock suites: recipes, galaxies, gas, projections and observations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import galmass.mocks.observe as observe_mod
+from galmass.config import ConfigError, DataConfig
+from galmass.mocks.galaxy import PARAM_NAMES, draw_galaxy, sample_gas
+from galmass.mocks.observe import observe_galaxy
+from galmass.mocks.projection import fibonacci_los, project, projection_basis
+from galmass.mocks.suites import available, load_feedback, load_suite
+from galmass.physics.constants import G, LOG_R_GRID, RADII_FACTORS
+
+SMALL = DataConfig(projections=6, npix=32, star_pool=3000, gas_cells=400, stars_mean=100.0)
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return load_suite("compact"), load_suite("extended"), load_feedback("cusp"), load_feedback("core")
+
+
+# ---------------------------------------------------------------------------------------------------- recipes
+def test_shipped_recipes_load(specs):
+    compact, extended, cusp, core = specs
+    assert {"compact", "extended"} <= set(available("suites"))
+    assert {"cusp", "core"} <= set(available("feedback"))
+    assert compact.name == "compact" and core.name == "core"
+    # The two suites differ physically in the stated directions.
+    assert compact.size_k < extended.size_k and compact.c200_offset_dex > extended.c200_offset_dex
+    assert compact.om_fraction > extended.om_fraction and max(compact.beta_range) > max(extended.beta_range)
+    assert max(extended.gas_to_stellar_range) > max(compact.gas_to_stellar_range)
+    assert cusp.profile == "nfw" and core.profile == "corenfw" and min(core.n_range) >= 0.6
+    assert min(core.radial_flow_range) >= max(cusp.radial_flow_range)
+
+
+def test_misspelled_key_names_file_and_suggestion(tmp_path):
+    bad = tmp_path / "mysuite.yaml"
+    bad.write_text("size_kk: 0.02\n")
+    with pytest.raises(ConfigError) as err:
+        load_suite(bad)
+    msg = str(err.value)
+    assert str(bad) in msg and "size_kk" in msg and "Did you mean 'size_k'" in msg
+    bad_fb = tmp_path / "fb.yaml"
+    bad_fb.write_text("profile: corenfw\nn_rang: [0.2, 0.5]\n")
+    with pytest.raises(ConfigError, match=r"fb\.yaml.*Did you mean 'n_range'"):
+        load_feedback(str(bad_fb))
+
+
+def test_unknown_name_lists_available_and_bad_values(tmp_path):
+    with pytest.raises(ConfigError, match=r"Did you mean 'compact'.*extended"):
+        load_suite("compat")
+    bad = tmp_path / "nfwcore.yaml"
+    bad.write_text("profile: nfw\nn_range: [0.5, 1.0]\n")
+    with pytest.raises(ConfigError, match="nfwcore.yaml.*no core"):
+        load_feedback(bad)
+    bad.write_text("beta_range: [0.0, 1.2]\n")
+    with pytest.raises(ConfigError, match="beta must stay < 1"):
+        load_suite(bad)
+
+
+def test_population_follows_recipe(specs):
+    compact, extended, cusp, _ = specs
+    gals_c = [draw_galaxy(compact, cusp, i) for i in range(300)]
+    gals_e = [draw_galaxy(extended, cusp, i) for i in range(300)]
+    m200 = np.array([g.m200 for g in gals_c])
+    assert np.all((m200 >= 10**9.5) & (m200 <= 10**11))
+    # Median R_h / R200 is the suite's k (the scatter is symmetric in log).
+    for gals, spec in ((gals_c, compact), (gals_e, extended)):
+        k = np.median([g.a / g.r200 for g in gals])
+        assert k == pytest.approx(spec.size_k, rel=0.08)
+        om = np.mean([g.om for g in gals])
+        assert om == pytest.approx(spec.om_fraction, abs=0.1)
+        sig = np.array([g.sigma_gas for g in gals])
+        assert sig.min() >= spec.gas_sigma_kms_range[0] and sig.max() <= spec.gas_sigma_kms_range[1]
+    assert len(PARAM_NAMES) == gals_c[0].params_vector().size
+
+
+def test_galaxy_mass_profile(specs):
+    compact, _, _, core = specs
+    g = draw_galaxy(compact, core, 3)
+    r = np.array([0.0, 0.1, 1.0, 10.0])
+    np.testing.assert_allclose(g.mass(r), g.dm_mass(r) + g.star_mass(r) + g.gas_mass(r))
+    assert g.mass(0.0) == 0.0
+    prof = g.log_mass_profile()
+    assert prof.shape == LOG_R_GRID.shape and np.all(np.diff(prof) > 0)
+    np.testing.assert_allclose(10**prof, g.mass(LOG_R_GRID), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------------- gas
+def test_gas_disc_kinematics(specs):
+    compact, _, cusp, _ = specs
+    g = dataclasses.replace(draw_galaxy(compact, cusp, 11), v_rad_frac=0.1, m2_frac=0.0, m1_frac=0.0)
+    pos, vel, mass = sample_gas(g, 40_000, np.random.default_rng(0))
+    n = g.disc_normal
+    assert np.max(np.abs(pos @ n)) < 1e-10 * g.r_d  # razor-thin, in the disc plane
+    assert mass.sum() == pytest.approx(g.m_gas)
+    R = np.linalg.norm(pos, axis=1)
+    assert np.median(R) == pytest.approx(1.678 * g.r_d, rel=0.03)  # median of Gamma(2, R_d)
+    rhat = pos / R[:, None]
+    phihat = np.cross(n, rhat)
+    v_phi, v_R, v_z = np.einsum("ij,ij->i", vel, phihat), np.einsum("ij,ij->i", vel, rhat), vel @ n
+    vc = np.sqrt(G * g.mass(R) / R)
+    sel = (R > 0.5 * g.r_d) & (R < 3 * g.r_d)
+    expect = np.sqrt(np.clip(vc**2 - g.sigma_gas**2 * R / g.r_d, 0, None))
+    # Mean residuals: turbulence sigma/sqrt(N) ~ 0.07 km/s, so 0.5 km/s is a clear test of the model.
+    assert np.mean(v_phi[sel] - expect[sel]) == pytest.approx(0.0, abs=0.5)
+    assert np.mean(v_R[sel] - 0.1 * vc[sel]) == pytest.approx(0.0, abs=0.5)
+    assert np.std(v_z) == pytest.approx(g.sigma_gas, rel=0.03)
+
+
+# --------------------------------------------------------------------------------------------------- projection
+def test_projection_geometry():
+    los = fibonacci_los(200)
+    np.testing.assert_allclose(np.linalg.norm(los, axis=1), 1.0)
+    assert np.linalg.norm(los.mean(axis=0)) < 0.02  # evenly spread
+    rng = np.random.default_rng(0)
+    for l in (los[0], los[57], np.array([0.0, 0.0, -1.0])):
+        ex, ey = projection_basis(l, rng.uniform(0, 2 * np.pi))
+        np.testing.assert_allclose([ex @ ex, ey @ ey, ex @ ey, ex @ l, ey @ l], [1, 1, 0, 0, 0], atol=1e-12)
+        np.testing.assert_allclose(np.cross(ex, ey), l, atol=1e-12)
+    pos, vel = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
+    x, y, v = project(pos, vel, los[3], 0.3)
+    ex, ey = projection_basis(los[3], 0.3)
+    np.testing.assert_allclose(v, vel @ los[3])
+    # Projection keeps distances perpendicular to the line of sight.
+    perp = pos - np.outer(pos @ los[3], los[3])
+    np.testing.assert_allclose(np.hypot(x, y), np.linalg.norm(perp, axis=1))
+
+
+# ---------------------------------------------------------------------------------------------------- observe
+def _observe(galaxy, seed, cfg=SMALL):
+    return observe_galaxy(galaxy, cfg, np.random.default_rng(seed))
+
+
+def test_observe_shapes_and_determinism(specs):
+    compact, _, _, core = specs
+    g = draw_galaxy(compact, core, np.random.SeedSequence([0, 5]))
+    assert g == draw_galaxy(compact, core, np.random.SeedSequence([0, 5]))
+    a, b, c = _observe(g, 1), _observe(g, 1), _observe(g, 2)
+    P, H = SMALL.projections, SMALL.npix
+    shapes = {"maps_stars": (P, 4, H, H), "maps_gas": (P, 4, H, H), "phase_stars": (P, 1, H, H),
+              "phase_gas": (P, 1, H, H), "scalars": (P, 4), "labels": (P, 10), "los": (P, 3), "projection": (P,),
+              "n_stars": (P,)}
+    for key, shape in shapes.items():
+        assert a[key].shape == shape, key
+        assert np.array_equal(a[key], b[key]), key  # bit-for-bit
+        assert np.all(np.isfinite(a[key]))
+    assert a["projection"].dtype == np.int32 and a["n_stars"].dtype == np.int32 and a["labels"].dtype == np.float32
+    assert not np.array_equal(a["maps_stars"], c["maps_stars"])
+    assert not np.array_equal(a["labels"], c["labels"])
+    assert np.all(a["n_stars"] >= 3)
+    np.testing.assert_allclose(a["scalars"][:, 3], np.log10(a["n_stars"]), rtol=1e-6)
+    np.testing.assert_allclose(a["phase_stars"].sum(axis=(1, 2, 3)), 1.0, rtol=1e-5)
+
+
+def test_labels_at_f_times_median_projected_radius(specs, monkeypatch):
+    compact, _, cusp, _ = specs
+    g = draw_galaxy(compact, cusp, 21)
+    seen = []
+    real = observe_mod.observation_to_sample
+
+    def spy(x, y, v, err, gas, **kw):
+        seen.append(np.median(np.hypot(x, y)))
+        return real(x, y, v, err, gas, **kw)
+
+    monkeypatch.setattr(observe_mod, "observation_to_sample", spy)
+    out = _observe(g, 4)
+    rh = np.array(seen)
+    assert len(rh) == SMALL.projections and np.ptp(rh) > 0  # R_h differs per projection
+    expect = np.log10(g.mass(RADII_FACTORS[None, :] * rh[:, None]))
+    np.testing.assert_allclose(out["labels"], expect, rtol=1e-6)
+    np.testing.assert_allclose(out["scalars"][:, 0], np.log10(rh), rtol=1e-6)
+
+
+def test_core_has_less_inner_mass_than_cusp(specs):
+    compact, _, cusp, core = specs
+    seed = np.random.SeedSequence([3, 1])
+    g_cusp, g_core = draw_galaxy(compact, cusp, seed), draw_galaxy(compact, core, seed)
+    same = ("m200", "c200", "a", "mstar", "beta", "r_a", "m_gas", "r_d", "sigma_gas")
+    assert all(getattr(g_cusp, k) == getattr(g_core, k) for k in same)
+    assert g_cusp.n == 0.0 and g_core.n >= 0.6
+    cusp_obs, core_obs = _observe(g_cusp, 9), _observe(g_core, 9)
+    # Same observation seed: same star positions, hence the same R_h per projection.
+    np.testing.assert_array_equal(cusp_obs["scalars"][:, 0], core_obs["scalars"][:, 0])
+    assert np.all(core_obs["labels"][:, 0] < cusp_obs["labels"][:, 0])
+    # Independent check of the size of the effect: the DM mass ratio is tanh(r/r_c)^n.
+    r = 0.6 * 10.0 ** cusp_obs["scalars"][:, 0].astype(np.float64)
+    dm_ratio = g_core.dm_mass(r) / g_cusp.dm_mass(r)
+    np.testing.assert_allclose(dm_ratio, np.tanh(r / g_core.r_c) ** g_core.n, rtol=1e-10)
