@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from galmass.config import Config, ConfigError, config_to_dict, dump_config, load_config
-from galmass.datasets import ShardedDataset, load_manifest, tracer_keys
+from galmass.datasets import DatasetError, ShardedDataset, load_manifest, tracer_keys
 from galmass.models import MassPosterior
 from hpc import checkpoint as ckpt
 from hpc.atomic import atomic_path, atomic_write_json, atomic_write_text
@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     try:
         cfg = load_config(args.config, overrides)
-    except ConfigError as err:
-        print(f"galmass train: config error: {err}", file=sys.stderr)
+        train(cfg)
+    except (ConfigError, DatasetError) as err:
+        print(f"galmass train: error: {err}", file=sys.stderr)
         return 2
-    train(cfg)
     return 0
 
 

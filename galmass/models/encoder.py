@@ -40,14 +40,16 @@ class MapEncoder(nn.Module):
                 f"map_shape {tuple(map_shape)} is too small for {len(widths)} stride-2 stages. "
                 f"HINT: use at least {2 ** len(widths)} pixels or fewer model.widths."
             )
+        # No conv bias before GroupNorm: the norm removes it, so its gradient is pure rounding noise that Adam
+        # would amplify into random steps (and make N-rank and 1-rank runs diverge).
         layers: list[nn.Module] = []
         c = in_channels
         for w in widths:
             layers += [
-                nn.Conv2d(c, w, 3, stride=2, padding=1),
+                nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False),
                 nn.GroupNorm(_groups(w), w),
                 nn.SiLU(),
-                nn.Conv2d(w, w, 3, padding=1),
+                nn.Conv2d(w, w, 3, padding=1, bias=False),
                 nn.GroupNorm(_groups(w), w),
                 nn.SiLU(),
             ]
