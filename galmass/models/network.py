@@ -10,6 +10,7 @@ self-contained for prediction.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -19,10 +20,11 @@ from torch import nn
 from galmass.config import ModelConfig
 from galmass.datasets.schema import tracer_keys
 from galmass.models.encoder import MapEncoder
+from galmass.physics.constants import G
 
 __all__ = ["MassPosterior", "LOG10_G"]
 
-LOG10_G = float(torch.log10(torch.tensor(4.30092e-6, dtype=torch.float64)))
+LOG10_G = math.log10(G)
 _SKY_CHANNELS, _PHASE_CHANNELS = 4, 1
 
 
