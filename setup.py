@@ -29,12 +29,16 @@ setup(
         "matplotlib>=3.8",
         "tensorboard>=2.15",
         "tqdm>=4.66",
+        # Equilibrium distribution functions (the check of the Jeans velocities); manylinux wheels on PyPI.
+        "galpy>=1.9",
     ],
     extras_require={
         "mpi": ["mpi4py>=4.0", "mpich>=4.2"],
         "dali": ["nvidia-dali-cuda120>=1.40"],
         "slurm": ["submitit>=1.5"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        # galpy's constantbetadf (any constant beta) needs jax; galmass's beta = -1/2 DF does not.
+        "df": ["jax>=0.4"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "tarp>=0.1.1", "deprecation>=2.1"],
     },
     entry_points={"console_scripts": ["galmass=galmass.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""The ``galmass`` command: mock | train | evaluate | report | predict | demo.
+"""The ``galmass`` command: mock | ingest | train | evaluate | report | predict | sweep | demo.
 
 Every subcommand that takes ``--config`` also takes ``--section.key=value`` overrides (strictly checked before any
 work starts). Heavy imports (torch, h5py) happen inside the subcommands so ``galmass --help`` is instant.
@@ -22,10 +22,34 @@ def _cmd_mock(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.datasets.writer import generate_dataset
 
     cfg = load_config(args.config, overrides)
-    path = generate_dataset(cfg.data, workers=args.workers)
+    if (args.task_id is None) != (args.num_tasks is None):
+        raise ConfigError("command line: --task-id and --num-tasks go together (a SLURM array: "
+                          "--task-id $SLURM_ARRAY_TASK_ID --num-tasks $SLURM_ARRAY_TASK_COUNT)")
+    path = generate_dataset(cfg.data, workers=args.workers, task_id=args.task_id, num_tasks=args.num_tasks,
+                            merge=args.merge)
+    if args.num_tasks is not None:
+        print(f"[galmass] array task {args.task_id}/{args.num_tasks}: shards written to {path}; run "
+              "`galmass mock --merge` with the same config when all tasks are done")
+        return 0
     counts = json.loads(path.read_text())["counts"]
     print(f"[galmass] dataset {path.parent}: {counts['train']} train / {counts['val']} val / {counts['test']} test "
           f"projections ({counts['galaxies_train']}/{counts['galaxies_val']}/{counts['galaxies_test']} galaxies)")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.snapshots.ingest import ingest_snapshot, parse_centre
+
+    cfg = load_config(args.config, overrides)
+    try:
+        centre = parse_centre(args.centre) if args.centre else None
+        path = ingest_snapshot(args.snapshot, args.out, cfg.data, centre=centre)
+    except (ValueError, FileExistsError) as err:  # SnapshotError is a ValueError: it names the field
+        print(f"galmass ingest: error: {err}", file=sys.stderr)
+        return 2
+    manifest = json.loads(path.read_text())
+    print(f"[galmass] ingested {args.snapshot} → {path.parent}: {manifest['counts']['test']} projections "
+          f"(R200 = {manifest['source']['r200_kpc']:.1f} kpc)")
     return 0
 
 
@@ -76,6 +100,15 @@ def _cmd_predict(args: argparse.Namespace, overrides: list[str]) -> int:
     return predict_main(argv + overrides)
 
 
+def _cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.sweep import main as sweep_main
+
+    if overrides:
+        raise ConfigError(f"command line: galmass sweep takes no overrides (put them in the sweep YAML), got {overrides}")
+    argv = [args.sweep] + (["--dry-run"] if args.dry_run else []) + (["--wait"] if args.wait else [])
+    return sweep_main(argv + (["--executor", args.executor] if args.executor else []))
+
+
 def _cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     """Generate → torchrun training per tracer → evaluate → report, on the embedded mock suites."""
     from galmass.datasets.writer import generate_dataset
@@ -120,7 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("mock", help="generate the mock suites as a sharded HDF5 dataset")
     p.add_argument("--config", default=None)
     p.add_argument("--workers", type=int, default=None, help="processes (default: data.workers, 0 = all cores)")
+    p.add_argument("--task-id", type=int, default=None,
+                   help="array task index I: write only shards with index %% N == I")
+    p.add_argument("--num-tasks", type=int, default=None, help="number N of array tasks")
+    p.add_argument("--merge", action="store_true", help="after all array tasks: check the shards, write the manifest")
     p.set_defaults(func=_cmd_mock)
+
+    p = sub.add_parser("ingest", help="turn a Gadget/Arepo/GIZMO HDF5 snapshot into a dataset (same shards as mocks)")
+    p.add_argument("--snapshot", required=True, help="snap_NNN.hdf5, snapdir_NNN/ or snapdir_NNN/snap_NNN.0.hdf5")
+    p.add_argument("--centre", default=None, help="halo centre x,y,z in the snapshot's units (ckpc/h); default: "
+                   "shrinking spheres")
+    p.add_argument("--out", required=True, help="output dataset directory")
+    p.add_argument("--config", default=None)
+    p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("train", help="train a model (single process; or use torchrun -m galmass.train)")
     p.add_argument("--config", default=None)
@@ -149,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("sweep", help="grid of runs (tracer × suite × …) as one SLURM array (submitit) + report")
+    p.add_argument("sweep", help="sweep YAML (see slurm/sweep_tracer_suite.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and what would be submitted")
+    p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default=None)
+    p.add_argument("--wait", action="store_true", help="with SLURM: wait until the report is written")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("demo", help="mock → torchrun training per tracer → evaluate → report")
     p.add_argument("--config", default=None)

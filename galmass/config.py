@@ -81,8 +81,22 @@ class DataConfig:
     """Master seed; every galaxy is drawn from (seed, suite, feedback, index) alone."""
     workers: int = 0
     """Processes for generation; 0 means all local cores."""
+    contamination_fraction: float = 0.0
+    """Fraction of the observed stars that are foreground contaminants (0: none), in [0, 1)."""
+    contamination_sigma_kms: float = 50.0
+    """Line-of-sight velocity dispersion of the contaminants about the systemic velocity [km/s] (broad: a
+    Milky-Way foreground is far hotter than a dwarf); they are spread uniformly over the sky map."""
+    gas_beam_fwhm_rh: float = 0.0
+    """FWHM of the Gaussian beam that smooths the gas sky maps, in units of R_h (0: no smoothing beyond pixels)."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.contamination_fraction < 1.0:
+            raise ConfigError(f"data.contamination_fraction must be in [0, 1), got {self.contamination_fraction}. "
+                              "HINT: 0.1 means one observed star in ten is a foreground star")
+        if not self.contamination_sigma_kms > 0:
+            raise ConfigError(f"data.contamination_sigma_kms must be > 0, got {self.contamination_sigma_kms}")
+        if not self.gas_beam_fwhm_rh >= 0:
+            raise ConfigError(f"data.gas_beam_fwhm_rh must be >= 0, got {self.gas_beam_fwhm_rh}. HINT: 0 disables")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError(
                 f"data.val_fraction + data.test_fraction = {self.val_fraction + self.test_fraction} leaves no "
@@ -149,10 +163,27 @@ class TrainConfig:
     """torch intra-op threads per rank; 0 leaves torch's (or torchrun's OMP_NUM_THREADS) choice."""
     progress: bool = True
     """Show a progress bar (rank 0 only)."""
+    log_every: int = 0
+    """Print one log line every this many optimiser steps (rank 0; for cluster logs without a progress bar); 0: off."""
+    loader: Literal["torch", "dali"] = "torch"
+    """Training data loader: torch DataLoader, or an NVIDIA DALI pipeline (extra `dali`); same sample order."""
+    augment: bool = False
+    """Random 90° rotations/flips of the sky plane (same for all sky maps of a sample; phase maps untouched)."""
+    aug_noise: float = 0.0
+    """Std of Gaussian noise added to the sky maps when augmenting, in units of each channel's normalisation scale."""
+    bf16: bool = False
+    """bfloat16 autocast for the forward pass on CUDA (ignored on the CPU)."""
+    shuffle_block: int = 1
+    """Shuffle blocks of this many consecutive samples (fewer, larger HDF5 reads); 1: shuffle single samples."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1:
             raise ConfigError(f"train.batch_size and train.epochs must be >= 1, got {self.batch_size}, {self.epochs}")
+        if self.shuffle_block < 1:
+            raise ConfigError(f"train.shuffle_block must be >= 1, got {self.shuffle_block}. HINT: 1 = full shuffle.")
+        if self.log_every < 0 or self.aug_noise < 0:
+            raise ConfigError(f"train.log_every and train.aug_noise must be >= 0, got {self.log_every}, "
+                              f"{self.aug_noise}. HINT: 0 switches them off.")
 
 
 @dataclass

@@ -4,6 +4,13 @@ For every projection of the chosen split: posterior samples of log10 M(<f_i R_h)
 on the same observed stars, the true mass at each estimator's radius (from the galaxy's stored profile). Metrics
 (bias, scatter, |r|<0.1, coverage, TARP, estimator comparison) come from ``galmass.metrics.summary`` and are
 written to ``metrics.json`` + ``residuals.npz`` in the evaluation directory.
+
+Under MPI (``mpiexec -n N python -m galmass.evaluate --run RUN``, or ``slurm/eval_mpi.sh``) the ranks split the
+work by *global batch*: batch b (projections ``b·batch_size … (b+1)·batch_size − 1`` of the split) goes to rank
+``b mod N``, and its posterior samples are drawn with a seed derived from (evaluate.seed, b) alone. Rank 0 gathers
+every batch with mpi4py, puts them back in order and computes the metrics exactly as a single process does, so
+metrics.json is identical for any N. mpi4py is imported only when an MPI launcher with more than one rank is
+detected (never in DataLoader-forking processes: evaluation reads batches in the main process).
 """
 
 from __future__ import annotations
@@ -23,29 +30,117 @@ from galmass.metrics.estimators import ESTIMATORS
 from galmass.metrics.summary import compute_metrics
 from galmass.train import load_trained, to_torch
 from hpc.atomic import atomic_write_bytes, atomic_write_json
+from hpc.launchers import MpiEnv
 
-__all__ = ["evaluate", "posterior_samples", "main"]
+__all__ = ["evaluate", "posterior_samples", "batch_seed", "mpi_comm", "main"]
+
+_KEYS = ("samples", "labels", "scalars", "galaxy_id")
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """Seed of the posterior draws of global batch ``batch_index``: a function of (seed, batch) only.
+
+    Deriving it per batch (not per rank, not from a running generator) is what makes the samples independent of
+    how many ranks share the work and which rank draws which batch.
+    """
+    if seed < 0 or batch_index < 0:
+        raise ValueError(f"seed and batch_index must be >= 0, got {seed}, {batch_index}")
+    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def mpi_comm():
+    """``MPI.COMM_WORLD`` when this process is one of several MPI ranks, else ``None`` (mpi4py not imported)."""
+    if not MpiEnv.detect():
+        return None
+    env = MpiEnv()
+    if env.world_size < 2:
+        return None
+    try:
+        from mpi4py import MPI  # lazy: importing it initialises MPI, which must not happen in forked workers
+    except ImportError as err:
+        raise ImportError(
+            f"{env.describe()} started {env.world_size} ranks but mpi4py is not installed ({err}). "
+            "HINT: pip install 'galmass[mpi]' (mpi4py + the mpich wheel, whose mpiexec is in the venv's bin/)"
+        ) from None
+    return MPI.COMM_WORLD
+
+
+def _sample_batches(model, data: ShardedDataset, idx: np.ndarray, n_samples: int, batch_size: int, seed: int,
+                    batches: range | list[int]) -> dict[int, dict[str, np.ndarray]]:
+    """Posterior samples [S, B, 10], labels, scalars, galaxy ids of the given global batches of ``idx``."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for b in batches:
+        raw = data.get_batch(idx[b * batch_size : (b + 1) * batch_size])
+        batch = to_torch({k: raw[k] for k in model.map_keys + ("scalars", "labels")}, torch.device("cpu"))
+        torch.manual_seed(batch_seed(seed, b))
+        with torch.inference_mode():
+            samples = model.sample(batch, n_samples).numpy()
+        out[b] = {"samples": samples, "labels": raw["labels"].astype(np.float64),
+                  "scalars": raw["scalars"].astype(np.float64), "galaxy_id": raw["galaxy_id"]}
+    return out
+
+
+def _concat(parts: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    order = sorted(parts)
+    return {k: np.concatenate([parts[b][k] for b in order], axis=1 if k == "samples" else 0) for k in _KEYS}
 
 
 def posterior_samples(model, data: ShardedDataset, n_samples: int, batch_size: int, seed: int,
-                      indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Posterior samples [S, N, 10] plus labels, scalars and galaxy ids for ``indices`` (default: all)."""
+                      indices: np.ndarray | None = None, comm=None) -> dict[str, np.ndarray] | None:
+    """Posterior samples [S, N, 10] plus labels, scalars and galaxy ids for ``indices`` (default: all).
+
+    Parameters
+    ----------
+    model : MassPosterior
+        Trained model (eval mode).
+    data : ShardedDataset
+        The split to evaluate.
+    n_samples : int
+        Posterior draws S per projection.
+    batch_size : int
+        Projections per global batch; batch b is sampled with seed ``batch_seed(seed, b)``.
+    seed : int
+        Evaluation seed.
+    indices : ndarray, optional
+        Projections to evaluate, in order (default all).
+    comm : mpi4py communicator, optional
+        Split the global batches round-robin over its ranks and gather them on rank 0.
+
+    Returns
+    -------
+    dict or None
+        ``samples`` [S, N, 10] (log10 M [Msun]), ``labels`` [N, 10], ``scalars`` [N, 3], ``galaxy_id`` [N] —
+        identical for any number of ranks. ``None`` on ranks other than 0.
+    """
+    if batch_size < 1 or n_samples < 1:
+        raise ValueError(f"batch_size and n_samples must be >= 1, got {batch_size}, {n_samples}")
     idx = np.arange(len(data)) if indices is None else np.asarray(indices)
-    torch.manual_seed(seed)
-    out: dict[str, list[np.ndarray]] = {"samples": [], "labels": [], "scalars": [], "galaxy_id": []}
-    for start in range(0, len(idx), batch_size):
-        raw = data.get_batch(idx[start : start + batch_size])
-        batch = to_torch({k: raw[k] for k in model.map_keys + ("scalars", "labels")}, torch.device("cpu"))
-        out["samples"].append(model.sample(batch, n_samples).numpy())
-        out["labels"].append(raw["labels"].astype(np.float64))
-        out["scalars"].append(raw["scalars"].astype(np.float64))
-        out["galaxy_id"].append(raw["galaxy_id"])
-    return {k: np.concatenate(v, axis=1 if k == "samples" else 0) for k, v in out.items()}
+    n_batches = -(-len(idx) // batch_size)
+    if comm is None or comm.Get_size() < 2:
+        return _concat(_sample_batches(model, data, idx, n_samples, batch_size, seed, range(n_batches)))
+    rank, size = comm.Get_rank(), comm.Get_size()
+    mine = _sample_batches(model, data, idx, n_samples, batch_size, seed, range(rank, n_batches, size))
+    # One pickled dict per rank: fine for evaluation sets (S·N·10 float32); order is restored by batch index.
+    gathered = comm.gather(mine, root=0)
+    if rank != 0:
+        return None
+    parts: dict[int, dict[str, np.ndarray]] = {}
+    for part in gathered:
+        parts.update(part)
+    if sorted(parts) != list(range(n_batches)):
+        raise RuntimeError(f"gathered batches {sorted(parts)} != 0..{n_batches - 1}: a rank lost work")
+    return _concat(parts)
 
 
 def evaluate(run_dir: str | Path, data_path: str | None = None, split: str | None = None,
              out_dir: str | Path | None = None, n_samples: int | None = None) -> Path:
-    """Evaluate ``run_dir`` and write ``metrics.json`` and ``residuals.npz``; returns the evaluation directory."""
+    """Evaluate ``run_dir`` and write ``metrics.json`` and ``residuals.npz``; returns the evaluation directory.
+
+    Under MPI with several ranks every rank must call this; the work is split by global batch, rank 0 writes the
+    files (the same bytes of metrics.json as a single process) and every rank returns the directory.
+    """
+    comm = mpi_comm()
+    rank = comm.Get_rank() if comm is not None else 0
     run_dir = Path(run_dir)
     model, cfg, blob = load_trained(run_dir)
     ev = cfg.evaluate
@@ -55,7 +150,13 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, split: str | Non
     data = ShardedDataset(data_path, split, tracer_keys(cfg.model.tracer) + ("scalars", "labels"), meta=True)
     if int(data.manifest["npix"]) != int(blob["npix"]):
         raise ValueError(f"{data_path}: maps are {data.manifest['npix']} px, the model was trained on {blob['npix']} px")
-    res = posterior_samples(model, data, n_samples, ev.batch_size, ev.seed)
+    if out_dir is None:
+        same = Path(data_path).resolve() == Path(cfg.data.path).resolve()
+        out_dir = run_dir / (f"eval-{split}" if same else f"eval-{Path(data_path).name}-{split}")
+    out_dir = Path(out_dir)
+    res = posterior_samples(model, data, n_samples, ev.batch_size, ev.seed, comm=comm)
+    if rank != 0:
+        return out_dir
     rh_kpc = 10 ** res["scalars"][:, 0]
     sigma_kms = 10 ** res["scalars"][:, 1]
     truth = TruthProfiles(data)
@@ -70,10 +171,6 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, split: str | Non
         train_suites=list(cfg.data.suites), train_feedbacks=list(cfg.data.feedbacks),
         best_epoch=int(blob["epoch"]), model_nll=float(blob["val_nll"]),
     )
-    if out_dir is None:
-        same = Path(data_path).resolve() == Path(cfg.data.path).resolve()
-        out_dir = run_dir / (f"eval-{split}" if same else f"eval-{Path(data_path).name}-{split}")
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays["galaxy_id"] = res["galaxy_id"]
     buf = io.BytesIO()
@@ -96,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"galmass evaluate: {err}", file=sys.stderr)
         return 2
+    comm = mpi_comm()
+    if comm is not None and comm.Get_rank() != 0:
+        return 0
     m: dict[str, Any] = __import__("json").loads((out / "metrics.json").read_text())
+    if comm is not None:
+        print(f"[galmass] evaluated with {comm.Get_size()} MPI ranks (results gathered on rank 0)")
     wolf = m["estimators"].get("Wolf2010", {})
     print(f"[galmass] wrote {out}/metrics.json ({m['n_projections']} projections, {m['n_galaxies']} galaxies)")
     if wolf:

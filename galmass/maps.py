@@ -16,6 +16,11 @@ v_rms,gas for gas), columns = R / R_h in [0, extent_rh]; normalised to sum 1 (a 
 Scalars [4] = (log10 R_h [kpc], log10 sigma* [km/s], log10 v_rms,gas [km/s] (0 without gas), log10 N*).
 
 R_h is the median projected radius of the stars; tracers outside a map are dropped from that map only.
+
+Beam smoothing (gas, optional): a radio/IFU map is the sky convolved with the beam. With ``beam_fwhm > 0`` the
+pixel sums of weight, weight·v and weight·v² are convolved with a Gaussian of that FWHM (in R_h) before the moments
+are taken, so the mean velocity is the beam-weighted mean and σ_los includes beam smearing of the velocity
+gradient, as in an observed moment-2 map. The mask is then "smoothed weight fraction > ``BEAM_MASK_FRACTION``".
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["observation_to_sample", "sky_maps", "phase_map", "dispersion_stars"]
+__all__ = ["observation_to_sample", "sky_maps", "phase_map", "dispersion_stars", "BEAM_MASK_FRACTION"]
+
+BEAM_MASK_FRACTION = 1e-4
+"""With a beam, a pixel is detected (mask 1) when it holds more than this fraction of the total smoothed weight."""
 
 
 def _as_1d(name: str, a: ArrayLike, n: int | None = None) -> NDArray[np.float64]:
@@ -51,12 +59,15 @@ def dispersion_stars(v_kms: ArrayLike, v_err_kms: ArrayLike) -> float:
 
 def sky_maps(
     u: NDArray[np.float64], w: NDArray[np.float64], v: NDArray[np.float64], weight: NDArray[np.float64],
-    *, npix: int, extent: float,
+    *, npix: int, extent: float, beam_fwhm: float = 0.0,
 ) -> NDArray[np.float32]:
     """[4, npix, npix] sky map of tracers at (u, w) in units of R_h with velocities v [km/s] and weights.
 
-    See the module docstring for the channels. Tracers with |u| or |w| >= extent are dropped.
+    See the module docstring for the channels. Tracers with |u| or |w| >= extent are dropped. ``beam_fwhm`` is the
+    FWHM of a Gaussian beam in the units of u, w (R_h); 0 means no smoothing.
     """
+    if not (np.isfinite(beam_fwhm) and beam_fwhm >= 0):
+        raise ValueError(f"beam_fwhm must be finite and >= 0 [R_h], got {beam_fwhm}. HINT: 0 disables the beam")
     out = np.zeros((4, npix, npix), dtype=np.float64)
     # Clip first so far-away tracers cannot overflow the integer cast; they land outside [0, npix) and are dropped.
     ix = np.floor((np.clip(u, -2 * extent, 2 * extent) + extent) * (npix / (2.0 * extent))).astype(np.int64)
@@ -71,6 +82,21 @@ def sky_maps(
     sw = np.bincount(flat, weights=wt, minlength=npx)
     swv = np.bincount(flat, weights=wt * vk, minlength=npx)
     swv2 = np.bincount(flat, weights=wt * vk * vk, minlength=npx)
+    if beam_fwhm > 0:
+        from scipy.ndimage import gaussian_filter
+
+        # FWHM = 2 sqrt(2 ln 2) sigma; pixels are 2 extent / npix wide. Flux leaving the map edge is lost, as it
+        # is for a telescope whose field of view is the map.
+        sig_pix = beam_fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0))) * npix / (2.0 * extent)
+        total_in = sw.sum()
+
+        def smooth(a: NDArray[np.float64]) -> NDArray[np.float64]:
+            return gaussian_filter(a.reshape(npix, npix), sig_pix, mode="constant", truncate=4.0).ravel()
+
+        sw, swv, swv2 = smooth(sw), smooth(swv), smooth(swv2)
+        detected = sw > BEAM_MASK_FRACTION * total_in
+        sw = np.where(detected, sw, 0.0)
+        count = np.where(detected, 2, 0)  # every detected pixel has a defined (beam-smeared) dispersion
     filled = sw > 0
     total = sw.sum()
     mean = np.zeros(npx)
@@ -111,6 +137,7 @@ def observation_to_sample(
     npix: int,
     extent_rh: float,
     vmax_sigma: float,
+    gas_beam_fwhm_rh: float = 0.0,
 ) -> dict[str, NDArray | float]:
     """Model inputs of one projected observation (stars, optionally gas).
 
@@ -130,6 +157,8 @@ def observation_to_sample(
         Sky maps span +-extent_rh R_h; phase maps span R/R_h in [0, extent_rh].
     vmax_sigma : float
         Phase maps span v/scale in [-vmax_sigma, vmax_sigma].
+    gas_beam_fwhm_rh : float
+        FWHM of the Gaussian beam of the gas sky map [R_h]; 0 (default) bins the cells without smoothing.
 
     Returns
     -------
@@ -182,7 +211,7 @@ def observation_to_sample(
         vrms = float(np.sqrt(np.sum(gm * gv * gv) / np.sum(gm)))
         vrms = max(vrms, 1e-3)
         log_vrms = np.log10(vrms)
-        maps_gas = sky_maps(gx / rh, gy / rh, gv, gm, npix=npix, extent=extent_rh)
+        maps_gas = sky_maps(gx / rh, gy / rh, gv, gm, npix=npix, extent=extent_rh, beam_fwhm=gas_beam_fwhm_rh)
         phase_gas = phase_map(np.hypot(gx, gy) / rh, gv / vrms, gm, npix=npix, extent=extent_rh, vmax=vmax_sigma)
 
     scalars = np.array([np.log10(rh), np.log10(sigma), log_vrms, np.log10(n)], dtype=np.float32)

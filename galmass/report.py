@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,8 +32,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import galmass
+from hpc.atomic import atomic_write_bytes
 
-__all__ = ["RunResult", "load_run", "write_report"]
+__all__ = ["RunResult", "load_run", "write_report", "write_sweep_report", "cross_suite_matrices"]
 
 _REQUIRED_METRICS = ("n_projections", "radii_factors", "cnn", "estimators", "coverage", "tarp")
 _REQUIRED_ARRAYS = ("cnn_residual", "estimator_residual", "estimator_names")
@@ -100,26 +99,11 @@ def load_run(eval_dir: Path | str) -> RunResult:
 # ------------------------------------------------------------------------------------------------ file output
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    # Temp file in the same directory so os.replace is a same-filesystem atomic rename.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_figure(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)  # attach an Agg canvas: no pyplot, no global backend state
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _slug(name: str) -> str:
@@ -385,6 +369,15 @@ def write_report(eval_dirs: Sequence[Path | str], out_dir: Path | str, title: st
           r.meta("n_galaxies"), str(r.metrics["n_projections"]), r.meta("model_nll")] for r in runs],
     )
     lines.append("")
+    lines += _runs_body(runs, out)
+    report = out / "report.md"
+    atomic_write_bytes(report, ("\n".join(lines) + "\n").encode("utf-8"))
+    return report
+
+
+def _runs_body(runs: Sequence[RunResult], out: Path) -> list[str]:
+    """Per-run sections (residuals, estimators, calibration + figures) and the tracer comparison."""
+    lines: list[str] = []
     for i, run in enumerate(runs):
         stem = f"{i:02d}_{_slug(run.name)}"
         ratio_png, calib_png = f"{stem}_mass_ratio.png", f"{stem}_calibration.png"
@@ -396,6 +389,163 @@ def write_report(eval_dirs: Sequence[Path | str], out_dir: Path | str, title: st
         pairs = _tracer_pairs(runs)
         _plot_tracers(runs, pairs, out / "tracer_comparison.png")
         lines += _tracer_section(runs, pairs, "tracer_comparison.png")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------ sweeps
+
+_COVERAGE_LEVEL = 0.68
+"""Nominal level whose coverage the cross-suite matrix shows (the nearest evaluated level is used)."""
+
+
+def cross_suite_matrices(entries: Sequence[tuple[str, str, str, RunResult]]) -> dict[str, Any]:
+    """Train-dataset × test-dataset matrices of radius-averaged bias, scatter and coverage, per group.
+
+    Parameters
+    ----------
+    entries : sequence of (group, train_dataset, test_dataset, RunResult)
+        ``group`` labels the cells that share every non-data axis (e.g. ``tracer=stars``).
+
+    Returns
+    -------
+    dict
+        ``groups``, ``train``, ``test`` (labels in order of first appearance), ``level`` (the coverage level
+        used) and per metric (``bias`` [dex], ``scatter`` [dex], ``coverage`` [fraction]) an array
+        [groups, train, test] of the mean over the radii of that metric; NaN where no evaluation exists.
+    """
+    groups = list(dict.fromkeys(e[0] for e in entries))
+    train = list(dict.fromkeys(e[1] for e in entries))
+    test = list(dict.fromkeys(e[2] for e in entries))
+    shape = (len(groups), len(train), len(test))
+    mats = {k: np.full(shape, np.nan) for k in ("bias", "scatter", "coverage")}
+    level = float("nan")
+    for g, tr, te, run in entries:
+        i, j, k = groups.index(g), train.index(tr), test.index(te)
+        cnn = run.metrics["cnn"]
+        mats["bias"][i, j, k] = float(np.mean(cnn["bias"]))
+        mats["scatter"][i, j, k] = float(np.mean(cnn["scatter"]))
+        levels = np.asarray(run.metrics["coverage"]["levels"], dtype=float)
+        li = int(np.argmin(np.abs(levels - _COVERAGE_LEVEL)))
+        level = float(levels[li])
+        mats["coverage"][i, j, k] = float(np.mean(np.asarray(run.metrics["coverage"]["per_radius"])[:, li]))
+    return {"groups": groups, "train": train, "test": test, "level": level, **mats}
+
+
+def _plot_matrices(m: dict[str, Any], path: Path) -> None:
+    """One row of heatmaps (bias, scatter, coverage) per group, values written in the cells."""
+    ng = len(m["groups"])
+    fig = Figure(figsize=(4.6 * 3, 1.2 + (0.6 * len(m["train"]) + 1.6) * ng), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(ng, 3, squeeze=False))
+    labels = m.get("labels", {})
+    short = lambda names: [labels.get(n, n) for n in names]  # noqa: E731 - figure tick labels only
+    specs = [("bias", "bias [dex] (0 is ideal)", "RdBu_r", "+.3f"),
+             ("scatter", "scatter [dex]", "viridis", ".3f"),
+             ("coverage", f"coverage of the {m['level']:.0%} interval (ideal {m['level']:.2f})", "RdBu_r", ".2f")]
+    for gi, group in enumerate(m["groups"]):
+        for ci, (key, label, cmap, fmt) in enumerate(specs):
+            ax = axes[gi, ci]
+            data = m[key][gi]
+            finite = data[np.isfinite(data)]
+            if key == "bias":
+                lim = float(np.max(np.abs(finite))) if finite.size else 1.0
+                vmin, vmax = -lim, lim
+            elif key == "coverage":
+                lim = float(np.max(np.abs(finite - m["level"]))) if finite.size else 0.5
+                vmin, vmax = m["level"] - max(lim, 1e-3), m["level"] + max(lim, 1e-3)
+            else:
+                vmin = vmax = None
+            im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+            for (r, c), v in np.ndenumerate(data):
+                ax.text(c, r, "—" if not np.isfinite(v) else format(v, fmt), ha="center", va="center", fontsize=8)
+            ax.set_xticks(range(len(m["test"])), short(m["test"]), rotation=20, ha="right", fontsize=7)
+            ax.set_yticks(range(len(m["train"])), short(m["train"]) if ci == 0 else [], fontsize=7)
+            ax.set_xlabel("test dataset")
+            if ci == 0:
+                ax.set_ylabel("train dataset")
+            ax.set_title(f"{group}\n{label}", fontsize=8)
+    _save_figure(fig, path)
+
+
+def write_sweep_report(plan: Any, out_dir: Path | str, title: str | None = None) -> Path:
+    """Cross-suite report of a sweep (``galmass sweep``): matrices, tracer comparison, TARP, estimators.
+
+    Parameters
+    ----------
+    plan : galmass.sweep.Plan
+        The expanded sweep; each cell's evaluations are read from ``<run_dir>/eval-<dataset>/``.
+    out_dir : path
+        Where report.md and its PNGs go.
+    title : str, optional
+        Heading (default: the sweep's name).
+
+    Returns
+    -------
+    Path
+        The report.md written. Cells without evaluations are listed as missing, never silently dropped.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_axes = {"data.suites", "data.feedbacks"}
+    entries, diagonal, missing = [], [], []
+    for cell in plan.cells:
+        group = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in cell.values.items() if k not in data_axes) or "all"
+        found = False
+        for ds in plan.datasets:
+            d = Path(cell.run_dir) / f"eval-{ds.name}"
+            if not (d / "metrics.json").exists():
+                continue
+            found = True
+            run = load_run(d)
+            run.name = f"{cell.name} @ {ds.name}"
+            entries.append((group, cell.dataset, ds.name, run))
+            if ds.name == cell.dataset:
+                run_diag = load_run(d)
+                run_diag.name = cell.name
+                diagonal.append(run_diag)
+        if not found:
+            missing.append(cell.name)
+    if not entries:
+        raise ValueError(f"sweep {plan.name}: no cell has an evaluation yet. HINT: wait for the training array")
+    m = cross_suite_matrices(entries)
+    # Figures label datasets by suite/feedback; the hash (other data settings) only where that is ambiguous.
+    brief = {d.name: f"{'+'.join(d.suites)} / {'+'.join(d.feedbacks)}" for d in plan.datasets}
+    clash = {v for v in brief.values() if list(brief.values()).count(v) > 1}
+    m["labels"] = {k: (k if v in clash else v) for k, v in brief.items()}
+    _plot_matrices(m, out / "cross_suite.png")
+    lines = [
+        f"# {title or f'galmass sweep {plan.name}'}",
+        "",
+        f"galmass {galmass.__version__}; {len(plan.cells)} cells × {len(plan.datasets)} test datasets "
+        f"(test split). Axes: " + "; ".join(f"{k} ∈ {v}" for k, v in plan.axes.items()) + ". Every number is read "
+        "from the cells' metrics.json. Residual r = log10(M_pred / M_true) [dex], M_pred the posterior median.",
+        "",
+        "## Datasets",
+        "",
+    ]
+    lines += _table(["dataset", "suites", "feedbacks", "path"],
+                    [[d.name, ", ".join(d.suites), ", ".join(d.feedbacks), f"`{d.path}`"] for d in plan.datasets])
+    if missing:
+        lines += ["", f"**Missing** (not trained or not evaluated): {', '.join(missing)}"]
+    lines += [
+        "",
+        "## Cross-suite matrices (train dataset × test dataset)",
+        "",
+        f"Each entry is the mean over the {len(entries[0][3].metrics['radii_factors'])} radii of the CNN bias "
+        f"[dex], scatter [dex] and the empirical coverage of the central {m['level']:.0%} credible interval. "
+        "The diagonal is in-distribution; off-diagonal entries test transfer to another suite/feedback model.",
+        "",
+        "![cross-suite matrices](cross_suite.png)",
+        "",
+    ]
+    for gi, group in enumerate(m["groups"]):
+        for key, fmt in (("bias", _b), ("scatter", _s), ("coverage", lambda x: f"{x:.3f}")):
+            lines += [f"### {group}: {key}", ""]
+            rows = [[tr] + ["—" if not np.isfinite(v) else fmt(v) for v in m[key][gi, j]]
+                    for j, tr in enumerate(m["train"])]
+            lines += _table(["train \\ test"] + m["test"], rows) + [""]
+    lines += ["## In-distribution runs (each cell on its own dataset's test split)", ""]
+    lines += _runs_body(diagonal, out)
     report = out / "report.md"
-    _atomic_write_bytes(report, ("\n".join(lines) + "\n").encode("utf-8"))
+    atomic_write_bytes(report, ("\n".join(lines) + "\n").encode("utf-8"))
     return report

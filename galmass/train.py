@@ -9,6 +9,12 @@ The same code runs in one process, under ``torchrun --nproc_per_node=N`` and und
 * **Exact resume** – a full-state checkpoint (model, optimiser, scheduler, early-stopping state, RNG) is written
   atomically after every epoch; rerunning the same command continues from the newest readable one and ends with
   the same weights as an uninterrupted run.
+* **Preemption** – SIGUSR2 (submitit, ``sbatch --signal=USR2@…``) or SIGTERM (``scancel``, Slurm preemption) make
+  every rank finish the current step; rank 0 then writes a checkpoint that also holds the loader position (epoch,
+  step within the epoch), asks Slurm to requeue the job when ``SLURM_JOB_ID`` is set, and the process exits with
+  ``hpc.preempt.PREEMPT_EXIT_CODE`` (75). Rerunning the same command continues from that step (``hpc.preempt``).
+* **Loaders** – ``train.loader=torch`` (DataLoader) or ``dali`` (NVIDIA DALI); both read the same batches in the
+  same order through ``hpc.dali_loader.BatchSource`` (optional sky-plane augmentation, ``hpc.augment``).
 * **Finished work is never overwritten** – a run directory with ``done.json`` is left alone; a run directory
   created with a different config is refused.
 """
@@ -31,14 +37,21 @@ from galmass.datasets import DatasetError, ShardedDataset, load_manifest, tracer
 from galmass.models import MassPosterior
 from hpc import checkpoint as ckpt
 from hpc.atomic import atomic_path, atomic_write_json, atomic_write_text
-from hpc.dist import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
-from hpc.sampler import GlobalBatchSampler, split_evenly
+from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader, dali_available
+from hpc.dist import DistInfo, all_reduce_sum, autocast_context, barrier, cleanup, init_distributed
+from hpc.preempt import PREEMPT_EXIT_CODE, PreemptionHandler, request_requeue
+from hpc.sampler import split_evenly
 
-__all__ = ["train", "build_model", "load_trained", "to_torch", "main"]
+__all__ = ["train", "build_model", "load_trained", "to_torch", "main", "Preempted"]
 
 # Keys of the resolved config that may change between an interrupted run and its resumption without changing
-# the result (they control output, not numerics).
-_RESUME_FREE_KEYS = {("train", "progress"), ("train", "num_workers"), ("data", "workers")}
+# the result (they control output, not numerics). The loader is one of them: both paths yield the same batches.
+_RESUME_FREE_KEYS = {("train", "progress"), ("train", "num_workers"), ("data", "workers"), ("train", "log_every"),
+                     ("train", "loader")}
+
+
+class Preempted(Exception):
+    """Training stopped on a preemption signal after writing a checkpoint; rerun the same command to resume."""
 
 
 def to_torch(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
@@ -135,6 +148,11 @@ def _train(cfg: Config, info: DistInfo) -> Path:
             f"train.batch_size={cfg.train.batch_size} is not divisible by the {info.world_size} ranks. "
             f"HINT: --train.batch_size={cfg.train.batch_size - cfg.train.batch_size % info.world_size or info.world_size}"
         )
+    if cfg.train.loader == "dali" and not dali_available():
+        raise ConfigError(
+            "train.loader=dali but NVIDIA DALI is not installed (import nvidia.dali failed). HINT: pip install "
+            "nvidia-dali-cuda120 (or `pip install -e .[dali]`), or use --train.loader=torch."
+        )
     run_dir, finished = _prepare_run_dir(cfg, info)
     if finished:
         if main:
@@ -153,18 +171,21 @@ def _train(cfg: Config, info: DistInfo) -> Path:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
-    sampler = GlobalBatchSampler(
-        len(train_set), cfg.train.batch_size, info.rank, info.world_size, cfg.train.seed,
+    source = BatchSource(
+        train_set, keys, cfg.train.batch_size, info.rank, info.world_size, cfg.train.seed,
         shuffle=True, pad=True, max_steps=cfg.train.max_steps_per_epoch,
+        sky_keys=[k for k in keys if k.startswith("maps_")], augment=cfg.train.augment, noise=cfg.train.aug_noise,
+        block=cfg.train.shuffle_block,
     )
-    steps_per_epoch = len(sampler)
+    steps_per_epoch = source.steps_per_epoch
     total_steps = steps_per_epoch * cfg.train.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _lr_lambda(total_steps, max(1, int(cfg.train.warmup_epochs * steps_per_epoch)))
     )
 
-    start_epoch, best, bad_epochs, history = 0, float("inf"), 0, []
+    start_epoch, start_step, best, bad_epochs, history = 0, 0, float("inf"), 0, []
+    partial = {"loss_sum": 0.0, "n_steps": 0, "seconds": 0.0}  # accumulators of an epoch cut by preemption
     ckpt_dir = run_dir / "checkpoints"
     state, path = ckpt.load_latest(ckpt_dir)
     if state is not None:
@@ -175,85 +196,125 @@ def _train(cfg: Config, info: DistInfo) -> Path:
         start_epoch, best, bad_epochs, history = (
             state["epoch"] + 1, state["best"], state["bad_epochs"], state["history"]
         )
+        if state.get("position") is not None:  # written on preemption, in the middle of an epoch
+            pos = state["position"]
+            start_epoch, start_step = int(pos["epoch"]), int(pos["step"])
+            partial = {"loss_sum": float(pos["loss_sum"]), "n_steps": int(pos["n_steps"]),
+                       "seconds": float(pos["seconds"])}
         if main:
-            print(f"[galmass] resuming {run_dir} from {path.name} (epoch {start_epoch})", flush=True)
+            print(f"[galmass] resuming {run_dir} from {path.name} (epoch {start_epoch}, step {start_step})",
+                  flush=True)
 
     writer = None
+    loader: TorchLoader | DaliLoader
+    if cfg.train.loader == "dali":
+        loader = DaliLoader(source, start_epoch, start_step, num_workers=cfg.train.num_workers,
+                            device_id=info.device.index if info.device.type == "cuda" else None)
+    else:
+        loader = TorchLoader(source, num_workers=cfg.train.num_workers)
     if main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch * steps_per_epoch)
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch * steps_per_epoch + start_step)
         print(
             f"[galmass] train {cfg.model.tracer}: {len(train_set)} train / {len(val_set)} val projections, "
             f"{info.world_size} rank(s) [{info.launcher}, {info.backend or 'no process group'}, {info.device}], "
             f"global batch {cfg.train.batch_size}, {steps_per_epoch} steps/epoch, "
-            f"{sum(p.numel() for p in model.parameters())} parameters, loader: torch DataLoader "
-            f"({cfg.train.num_workers} workers)",
+            f"{sum(p.numel() for p in model.parameters())} parameters, loader: {loader.name} "
+            f"({cfg.train.num_workers} workers{', augmented' if cfg.train.augment else ''})"
+            f"{', bf16 autocast' if cfg.train.bf16 and info.device.type == 'cuda' else ''}",
             flush=True,
         )
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=None, sampler=sampler, num_workers=cfg.train.num_workers,
-        persistent_workers=False,
-    )
-    stop = False
-    for epoch in range(start_epoch, cfg.train.epochs):
-        if stop:
-            break
-        sampler.set_epoch(epoch)
-        t0, loss_sum, n_steps = time.perf_counter(), 0.0, 0
-        bar = None
-        if main and cfg.train.progress:
-            from tqdm import tqdm
+    reduce = all_reduce_sum if info.world_size > 1 else None  # all ranks must agree to stop at the same step
 
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False, file=sys.stderr)
-        for step, batch in enumerate(loader):
-            batch = to_torch(batch, info.device)
-            loss = net(batch).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach())
-            n_steps += 1
-            if writer is not None:
-                writer.add_scalar("train/nll", float(loss.detach()), epoch * steps_per_epoch + step)
+    def state_for(done_epoch: int, position: dict[str, Any] | None) -> dict[str, Any]:
+        """The full training state for a checkpoint; ``position`` is set for a mid-epoch (preemption) one."""
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": ckpt.capture_rng_state(), "epoch": done_epoch, "best": best, "bad_epochs": bad_epochs,
+                "history": history, "config": config_to_dict(cfg), "position": position}
+
+    stop = preempted = False
+    handler = PreemptionHandler().install()
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            if stop or preempted:
+                break
+            first = start_step if epoch == start_epoch else 0
+            t0 = time.perf_counter()
+            if first == 0:
+                partial = {"loss_sum": 0.0, "n_steps": 0, "seconds": 0.0}
+            loss_sum, n_steps = partial["loss_sum"], partial["n_steps"]
+            bar = None
+            if main and cfg.train.progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch}", unit="step", leave=False,
+                           file=sys.stderr)
+            for step, batch in enumerate(loader.epoch(epoch, first), start=first):
+                batch = to_torch(batch, info.device)
+                with autocast_context(info.device, cfg.train.bf16):
+                    loss = net(batch).float().mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                opt.step()
+                sched.step()
+                loss_sum += float(loss.detach())
+                n_steps += 1
+                if writer is not None:
+                    writer.add_scalar("train/nll", float(loss.detach()), epoch * steps_per_epoch + step)
+                if bar is not None:
+                    bar.update()
+                    bar.set_postfix(nll=f"{float(loss.detach()):.3f}")
+                if main and cfg.train.log_every and (step + 1) % cfg.train.log_every == 0:
+                    print(f"[galmass] epoch {epoch} step {step + 1}/{steps_per_epoch} NLL {float(loss):.4f}",
+                          flush=True)
+                # Step boundary: weights, optimiser and loader position are consistent here.
+                if handler.should_stop(reduce):
+                    preempted = True
+                    if step + 1 < steps_per_epoch:
+                        seconds = partial["seconds"] + time.perf_counter() - t0
+                        position = {"epoch": epoch, "step": step + 1, "loss_sum": loss_sum, "n_steps": n_steps,
+                                    "seconds": seconds}
+                        if bar is not None:
+                            bar.close()
+                        _preempt_exit(handler, main, writer, ckpt_dir, epoch,
+                                      state_for(epoch - 1, position) if main else {}, cfg, info)
+                    break  # last step of the epoch: finish it normally (validation, checkpoint), then exit
             if bar is not None:
-                bar.update()
-                bar.set_postfix(nll=f"{float(loss.detach()):.3f}")
-        if bar is not None:
-            bar.close()
-        train_nll = all_reduce_sum([loss_sum / max(n_steps, 1)])[0] / info.world_size
-        val_nll = _validation_nll(model, val_set, info, max(64, cfg.train.batch_size))
-        elapsed = time.perf_counter() - t0
-        improved = val_nll < best
-        if improved:
-            best, bad_epochs = val_nll, 0
-        else:
-            bad_epochs += 1
-        history.append({"epoch": epoch, "train_nll": train_nll, "val_nll": val_nll, "seconds": elapsed,
-                        "lr": sched.get_last_lr()[0]})
-        stop = cfg.train.patience > 0 and bad_epochs >= cfg.train.patience
-        if main:
-            writer.add_scalar("val/nll", val_nll, (epoch + 1) * steps_per_epoch)
-            writer.add_scalar("train/lr", sched.get_last_lr()[0], (epoch + 1) * steps_per_epoch)
-            writer.flush()
+                bar.close()
+            train_nll = all_reduce_sum([loss_sum / max(n_steps, 1)])[0] / info.world_size
+            val_nll = _validation_nll(model, val_set, info, max(64, cfg.train.batch_size))
+            elapsed = partial["seconds"] + time.perf_counter() - t0
+            improved = val_nll < best
             if improved:
-                _save_model(run_dir / "best.pt", model, cfg, manifest, epoch, val_nll)
-            ckpt.save_checkpoint(
-                ckpt_dir, epoch,
-                {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "rng": ckpt.capture_rng_state(), "epoch": epoch, "best": best, "bad_epochs": bad_epochs,
-                 "history": history, "config": config_to_dict(cfg)},
-                keep=cfg.train.keep_checkpoints,
-            )
-            print(
-                f"[galmass] epoch {epoch:3d}  train NLL {train_nll:8.4f}  val NLL {val_nll:8.4f}"
-                f"{'  *best' if improved else ''}  {n_steps * cfg.train.batch_size / elapsed:7.1f} samples/s",
-                flush=True,
-            )
-        barrier()
+                best, bad_epochs = val_nll, 0
+            else:
+                bad_epochs += 1
+            history.append({"epoch": epoch, "train_nll": train_nll, "val_nll": val_nll, "seconds": elapsed,
+                            "lr": sched.get_last_lr()[0]})
+            stop = cfg.train.patience > 0 and bad_epochs >= cfg.train.patience
+            if main:
+                writer.add_scalar("val/nll", val_nll, (epoch + 1) * steps_per_epoch)
+                writer.add_scalar("train/lr", sched.get_last_lr()[0], (epoch + 1) * steps_per_epoch)
+                writer.flush()
+                if improved:
+                    _save_model(run_dir / "best.pt", model, cfg, manifest, epoch, val_nll)
+                ckpt.save_checkpoint(ckpt_dir, epoch, state_for(epoch, None), keep=cfg.train.keep_checkpoints)
+                print(
+                    f"[galmass] epoch {epoch:3d}  train NLL {train_nll:8.4f}  val NLL {val_nll:8.4f}"
+                    f"{'  *best' if improved else ''}  "
+                    f"{(steps_per_epoch - first) * cfg.train.batch_size / (time.perf_counter() - t0):7.1f} samples/s",
+                    flush=True,
+                )
+            barrier()
+            # A signal that arrived during validation also stops here, unless the run is complete anyway.
+            more = epoch + 1 < cfg.train.epochs and not stop
+            if more and (preempted or handler.should_stop(reduce)):
+                _preempt_exit(handler, main, writer, None, epoch, {}, cfg, info)
+    finally:
+        handler.uninstall()
     if main:
         _save_model(run_dir / "last.pt", model, cfg, manifest, history[-1]["epoch"] if history else -1,
                     history[-1]["val_nll"] if history else float("nan"))
@@ -264,6 +325,23 @@ def _train(cfg: Config, info: DistInfo) -> Path:
         print(f"[galmass] finished {run_dir}: best val NLL {best:.4f}", flush=True)
     barrier()
     return run_dir
+
+
+def _preempt_exit(handler: PreemptionHandler, main: bool, writer: Any, ckpt_dir: Path | None, epoch: int,
+                  state: dict[str, Any], cfg: Config, info: DistInfo) -> None:
+    """Checkpoint (rank 0; ``ckpt_dir=None`` when the epoch's checkpoint is already written), requeue, raise."""
+    where = "at the end of the epoch"
+    if main:
+        if ckpt_dir is not None:
+            # Same number as the epoch in progress: newer than epoch-1's file, replaced by this epoch's own later.
+            ckpt.save_checkpoint(ckpt_dir, epoch, state, keep=cfg.train.keep_checkpoints)
+            pos = state["position"]
+            where = f"at step {pos['step']} of epoch {epoch}"
+        writer.flush()
+        writer.close()
+    barrier()  # nobody exits before the checkpoint is on disk
+    note = request_requeue() if main else ""
+    raise Preempted(f"{handler.describe()} received: checkpoint written {where}; {note}")
 
 
 def _save_model(path: Path, model: MassPosterior, cfg: Config, manifest: dict, epoch: int, val_nll: float) -> None:
@@ -285,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError) as err:
         print(f"galmass train: error: {err}", file=sys.stderr)
         return 2
+    except Preempted as stop:
+        print(f"[galmass] preempted: {stop} (exit {PREEMPT_EXIT_CODE})", flush=True)
+        return PREEMPT_EXIT_CODE
     return 0
 
 

@@ -12,6 +12,9 @@ dist        init_distributed, collectives that are no-ops in one process, autoca
 atomic      write-temp-fsync-rename file replacement
 checkpoint  rotating checkpoints with corrupt-file fallback; RNG capture/restore
 sampler     GlobalBatchSampler (same global batches for any world size), split_evenly
+preempt     SIGUSR2/SIGTERM -> stop at a step boundary, exit status 75, scontrol requeue
+dali_loader BatchSource (rank slice of a global batch), TorchLoader and DaliLoader over it
+augment     sky-plane symmetries and noise drawn from (seed, epoch, step, position)
 """
 
 from __future__ import annotations
@@ -55,6 +58,15 @@ _EXPORTS: dict[str, str] = {
     # sampler
     "GlobalBatchSampler": "sampler",
     "split_evenly": "sampler",
+    # preemption (no torch)
+    "PREEMPT_EXIT_CODE": "preempt",
+    "PreemptionHandler": "preempt",
+    "request_requeue": "preempt",
+    # loaders and augmentation
+    "BatchSource": "dali_loader",
+    "TorchLoader": "dali_loader",
+    "DaliLoader": "dali_loader",
+    "dali_available": "dali_loader",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -191,3 +191,80 @@ def test_core_has_less_inner_mass_than_cusp(specs):
     r = 0.6 * 10.0 ** cusp_obs["scalars"][:, 0].astype(np.float64)
     dm_ratio = g_core.dm_mass(r) / g_cusp.dm_mass(r)
     np.testing.assert_allclose(dm_ratio, np.tanh(r / g_core.r_c) ** g_core.n, rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------ suites × feedback, realism
+FEEDBACK_ORDER = ("cusp", "mild_core", "core")
+"""Feedback models from none to strong: NFW cusp, partial core, full core."""
+
+
+def test_three_suites_by_three_feedback_models():
+    suites = [load_suite(s) for s in ("compact", "median", "extended")]
+    fbs = [load_feedback(f) for f in FEEDBACK_ORDER]
+    assert {"compact", "median", "extended"} <= set(available("suites"))
+    assert set(FEEDBACK_ORDER) <= set(available("feedback"))
+    # Suites: size, concentration and gas richness ordered compact < median < extended (c200: reversed).
+    assert suites[0].size_k < suites[1].size_k < suites[2].size_k
+    assert suites[0].c200_offset_dex > suites[1].c200_offset_dex > suites[2].c200_offset_dex
+    assert max(suites[0].gas_to_stellar_range) <= max(suites[1].gas_to_stellar_range) <= \
+        max(suites[2].gas_to_stellar_range)
+    # Feedback: core strength and every gas non-equilibrium amplitude grow from none to strong.
+    assert fbs[0].profile == "nfw" and fbs[1].profile == fbs[2].profile == "corenfw"
+    for key in ("n_range", "radial_flow_range", "m2_range", "lopsided_range"):
+        lo = [getattr(f, key)[0] for f in fbs]
+        hi = [getattr(f, key)[1] for f in fbs]
+        assert lo == sorted(lo) and hi == sorted(hi) and hi[0] < hi[2], key
+    # Each cell draws galaxies; the same seed gives the same halo in every feedback model, with n in range.
+    for suite in suites:
+        gals = [draw_galaxy(suite, fb, 17) for fb in fbs]
+        assert len({g.m200 for g in gals}) == 1
+        for g, fb in zip(gals, fbs):
+            assert fb.n_range[0] <= g.n <= fb.n_range[1]
+        r = 0.6 * gals[0].a
+        inner = [float(g.dm_mass(r)) for g in gals]
+        assert inner[0] >= inner[1] >= inner[2]
+
+
+def test_contamination_and_stars_mean_1000(specs):
+    compact, _, cusp, _ = specs
+    g = draw_galaxy(compact, cusp, 8)
+    base = dataclasses.replace(SMALL, projections=20)
+    clean = observe_galaxy(g, base, np.random.default_rng(1))
+    dirty = observe_galaxy(g, dataclasses.replace(base, contamination_fraction=0.3, contamination_sigma_kms=80.0),
+                           np.random.default_rng(1))
+    # The contaminants replace members (same Poisson count in the first projection, before the streams diverge);
+    # the samples are hotter and more extended.
+    assert clean["n_stars"][0] == dirty["n_stars"][0]
+    assert np.median(dirty["scalars"][:, 1] - clean["scalars"][:, 1]) > 0.1  # sigma* up by > 25 %
+    assert np.median(dirty["scalars"][:, 0] - clean["scalars"][:, 0]) > 0.0  # R_h up (uniform foreground)
+    # Independent expectation for the dispersion: a mixture of members (sigma_m) and 30 % foreground (80 km/s).
+    s_m = 10.0 ** clean["scalars"][:, 1].astype(np.float64)
+    mix = np.sqrt(0.7 * s_m**2 + 0.3 * 80.0**2)
+    ratio = 10.0 ** dirty["scalars"][:, 1].astype(np.float64) / mix
+    assert 0.75 < np.median(ratio) < 1.25
+    many = observe_galaxy(g, dataclasses.replace(SMALL, stars_mean=1000.0), np.random.default_rng(2))
+    assert abs(np.mean(many["n_stars"]) - 1000) < 4 * np.sqrt(1000 / SMALL.projections)
+    with pytest.raises(ConfigError, match="contamination_fraction"):
+        DataConfig(contamination_fraction=1.0)
+
+
+def test_dc14_feedback_galaxies_observe():
+    dc14 = load_feedback("dc14")
+    assert dc14.profile == "dc14"
+    g = draw_galaxy(load_suite("median"), dc14, 12)
+    cusp = draw_galaxy(load_suite("median"), load_feedback("cusp"), 12)
+    assert g.dc14 and not cusp.dc14 and g.m200 == cusp.m200
+    x = np.log10(g.mstar / g.m200)
+    r = np.geomspace(0.05, 1.0, 5) * g.r200
+    # M(<R200) is M200 for both; the inner mass differs as the DC14 shape dictates (less for a shallow inner slope).
+    assert g.dm_mass(g.r200) == pytest.approx(g.m200, rel=1e-6)
+    from galmass.physics.profiles import dc14_shape
+
+    if dc14_shape(x)[2] < 0.8:
+        assert g.dm_mass(r[0]) < cusp.dm_mass(r[0])
+    out = observe_galaxy(g, SMALL, np.random.default_rng(0))
+    assert all(np.all(np.isfinite(out[k])) for k in ("maps_stars", "labels", "scalars"))
+    with pytest.raises(ConfigError, match="no coreNFW n"):
+        from galmass.mocks.suites import FeedbackSpec
+
+        FeedbackSpec(profile="dc14", n_range=(0.1, 0.2))

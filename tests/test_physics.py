@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.integrate import quad
@@ -207,3 +209,63 @@ def test_sampled_sigma_los_matches_projection_integral(n_core, om, beta):
         e_iso = np.exp(np.interp(np.log(R), np.log(grid), np.log(s2_iso)))
         wrong = np.sqrt(np.bincount(idx[ok], v2[ok]) / np.bincount(idx[ok], e_iso[ok]))
         assert np.max(np.abs(wrong - 1)) > 3 * SIGMA_TOL
+
+
+def test_feedback_matters_at_fixed_sigma_and_rh():
+    """At the same stellar R_h and aperture sigma_los, a cored halo holds less mass inside 0.6 R_h than a cusp.
+
+    The cored halo's M200 is solved for (scipy brentq) so that its Sigma-weighted sigma_los inside 3 R_h equals the
+    cusp's. The Jeans equation then pins the total mass near the 3-D half-light radius (Wolf et al. 2010), so the
+    flatter cored profile must have less mass inside and more outside: the ratio M_core/M_cusp rises through 1
+    between 1 and 2.4 R_h.
+    """
+    from scipy.optimize import brentq
+
+    from galmass.physics.profiles import plummer_surface_density
+
+    def aperture_sigma(g: Galaxy) -> float:
+        R = np.geomspace(0.02, 3.0, 40) * g.a
+        sol = solve_jeans(g.mass, lambda r: plummer_density(r, g.a), scale=g.a, **g.anisotropy_kwargs())
+        s2, _ = projected_dispersion(R, sol, lambda r: plummer_density(r, g.a), epsrel=1e-6)
+        w = plummer_surface_density(R, g.a) * R * R  # 2 pi R dR with dR = R d ln R
+        return float(np.sqrt(np.trapezoid(w * s2, np.log(R)) / np.trapezoid(w, np.log(R))))
+
+    cusp = _galaxy(0.0, False, 0.0)
+    target = aperture_sigma(cusp)
+
+    def cored(log_m: float) -> Galaxy:
+        m = 10.0**log_m
+        return dataclasses.replace(_galaxy(1.0, False, 0.0), m200=m, r200=float(r200_from_m200(m)))
+
+    log_m = brentq(lambda lm: aperture_sigma(cored(lm)) - target, 9.0, 12.0, xtol=1e-7)
+    core = cored(log_m)
+    assert aperture_sigma(core) == pytest.approx(target, rel=1e-5) and core.a == cusp.a
+    assert core.m200 > cusp.m200  # a cored halo needs more total mass for the same dispersion
+    f = np.array([0.6, 1.0, 1.4, 1.8, 2.4])
+    ratio = core.mass(f * cusp.a) / cusp.mass(f * cusp.a)
+    assert ratio[0] < 0.8  # measurably lower M(<0.6 R_h)
+    assert np.all(np.diff(ratio) > 0) and ratio[1] < 1.0 < ratio[-1]
+
+
+def test_dc14_profile_against_quadrature():
+    """DC14 M(<r) against scipy quad of its density, and the shape's dependence on X = log10(M*/M200)."""
+    from galmass.physics.profiles import dc14_mass, dc14_shape
+
+    # Shape (Di Cintio et al. 2014a, eq. 3) evaluated by hand at X = -2.7: alpha 2.52, beta 2.51, gamma 0.23.
+    alpha, beta, gamma = dc14_shape(-2.7)
+    x = -2.7
+    assert alpha == pytest.approx(2.94 - np.log10(10 ** (-1.08 * (x + 2.33)) + 10 ** (2.29 * (x + 2.33))))
+    assert beta == pytest.approx(4.23 + 1.34 * x + 0.26 * x * x) and gamma < 0.3
+    assert dc14_shape(-4.1)[2] > 0.9 and dc14_shape(-1.3)[2] > 1.0  # cusps at both ends of the range
+    c_dc14 = C200 * (1 + 1e-5 * np.exp(3.4 * (x + 4.5)))
+    r_s = R200 / c_dc14 * ((beta - 2) / (2 - gamma)) ** (1 / alpha)
+
+    def m_quad(r):
+        f = lambda t: t**2 / ((t / r_s) ** gamma * (1 + (t / r_s) ** alpha) ** ((beta - gamma) / alpha))
+        return quad(f, 0, r, epsrel=1e-10, limit=200)[0]
+
+    radii = np.array([0.05, 0.5, 2.0, 10.0, 40.0])
+    expect = M200 * np.array([m_quad(r) for r in radii]) / m_quad(R200)
+    np.testing.assert_allclose(dc14_mass(radii, M200, C200, R200, x), expect, rtol=1e-4)
+    # At X = -2.7 the DC14 halo has far less mass than NFW in the inner kpc.
+    assert dc14_mass(0.5, M200, C200, R200, x) < 0.5 * nfw_mass(0.5, M200, C200, R200)

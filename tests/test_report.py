@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from galmass import report as report_mod
 from galmass.metrics import ESTIMATORS, LABEL_RADII_FACTORS, compute_metrics
 from galmass.report import write_report
 
@@ -157,17 +155,3 @@ def test_missing_files_raise_with_hint(tmp_path):
     (d / "metrics.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="tarp"):
         write_report([d], tmp_path / "rep")
-
-
-def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    target = tmp_path / "report.md"
-    target.write_text("old")
-
-    def boom(fd):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(report_mod.os, "fsync", boom)
-    with pytest.raises(OSError):
-        report_mod._atomic_write_bytes(target, b"new")
-    assert target.read_text() == "old"
-    assert sorted(os.listdir(tmp_path)) == ["report.md"]

@@ -7,6 +7,11 @@ worker processes or the order in which shards finish.
 Resumability: each shard is written to a temporary file and renamed, so a shard file that exists is complete. An
 interrupted generation rerun with the same config keeps finished shards (after checking they open) and writes only
 the missing ones; the manifest is written last.
+
+Job arrays: ``generate_dataset(cfg, task_id=I, num_tasks=N)`` (``galmass mock --task-id I --num-tasks N``) writes
+only the shards with index % N == I and no manifest; ``generate_dataset(cfg, merge=True)`` (``galmass mock
+--merge``) checks that all planned shards exist and match the plan, then writes the manifest. Because each shard
+depends on its index and the config alone, the result is bit-identical to a single-process run (tested).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from galmass.datasets.schema import MANIFEST, SCALAR_NAMES, SCHEMA_VERSION, shar
 from galmass.physics.constants import G, LOG_R_GRID, RADII_FACTORS
 from hpc.atomic import atomic_path, atomic_write_json
 
-__all__ = ["ShardTask", "plan_shards", "write_shard", "generate_dataset", "sha256_file", "galaxy_seed"]
+__all__ = ["ShardTask", "plan_shards", "write_shard", "write_shard_file", "generate_dataset", "sha256_file",
+           "galaxy_seed", "normalisation_stats"]
 
 SPLITS = ("train", "val", "test")
 
@@ -129,14 +135,37 @@ def write_shard(task: ShardTask, cfg: DataConfig, directory: str | Path) -> dict
     for key, value in data.items():
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
             raise ValueError(f"shard {path.name}: non-finite values in '{key}' (galaxies {task.galaxy_ids})")
-    map_dtype = np.dtype(cfg.dtype)
+    write_shard_file(path, data, galaxies, param_names, suite=task.suite, feedback=task.feedback,
+                     split=task.split, dtype=cfg.dtype)
+    return _entry(task, path, int(len(data["labels"])))
+
+
+def write_shard_file(
+    path: str | Path,
+    data: dict[str, np.ndarray],
+    galaxies: list[tuple[int, np.ndarray, np.ndarray]],
+    param_names: list[str],
+    *,
+    suite: str,
+    feedback: str,
+    split: str,
+    dtype: str = "float32",
+) -> None:
+    """Write one shard (schema in :mod:`galmass.datasets.schema`) atomically and bit-reproducibly.
+
+    ``data`` holds the per-sample arrays of :data:`galmass.mocks.observe.OBSERVATION_KEYS` plus "galaxy_id";
+    ``galaxies`` is a list of (id, log10 M(<r) on LOG_R_GRID [Msun], parameter vector) in ``param_names`` order.
+    Used by ``galmass mock`` and ``galmass ingest`` alike, so both produce the same schema.
+    """
+    path = Path(path)
+    map_dtype = np.dtype(dtype)
     with atomic_path(path) as tmp:
         # track_times=False: HDF5 otherwise stamps each object with its creation time, breaking bit-identity.
         with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as fh:
             fh.attrs["schema_version"] = SCHEMA_VERSION
-            fh.attrs["suite"] = task.suite
-            fh.attrs["feedback"] = task.feedback
-            fh.attrs["split"] = task.split
+            fh.attrs["suite"] = suite
+            fh.attrs["feedback"] = feedback
+            fh.attrs["split"] = split
             for key in ("maps_stars", "maps_gas", "phase_stars", "phase_gas"):
                 arr = data[key].astype(map_dtype)
                 fh.create_dataset(key, data=arr, chunks=(1,) + arr.shape[1:], track_times=False)
@@ -158,7 +187,9 @@ def write_shard(task: ShardTask, cfg: DataConfig, directory: str | Path) -> dict
             )
             gal.create_dataset("params", data=np.stack([g[2] for g in galaxies]).astype(np.float64), track_times=False)
             gal["params"].attrs["names"] = param_names
-    n = int(len(data["labels"]))
+
+
+def _entry(task: ShardTask, path: Path, n: int) -> dict[str, Any]:
     return {
         "file": path.name,
         "n": n,
@@ -184,23 +215,14 @@ def _existing_entry(task: ShardTask, directory: Path) -> dict[str, Any] | None:
                 return None
     except Exception:  # a file we cannot read is rewritten, never trusted
         return None
-    return {
-        "file": path.name,
-        "n": n,
-        "split": task.split,
-        "suite": task.suite,
-        "feedback": task.feedback,
-        "galaxy_ids": list(task.galaxy_ids),
-        "sha256": sha256_file(path),
-        "bytes": path.stat().st_size,
-    }
+    return _entry(task, path, n)
 
 
-def _normalisation(directory: Path, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean/std of the scalar inputs and of the scale-free labels over the TRAIN split."""
+def _normalisation(directory: Path, entries: list[dict[str, Any]], split: str = "train") -> dict[str, Any]:
+    """Mean/std of the scalar inputs and of the scale-free labels over one split (TRAIN for mocks)."""
     scalars, labels = [], []
     for e in entries:
-        if e["split"] == "train":
+        if e["split"] == split:
             with h5py.File(directory / e["file"], "r") as fh:
                 scalars.append(fh["scalars"][:].astype(np.float64))
                 labels.append(fh["labels"][:].astype(np.float64))
@@ -219,12 +241,39 @@ def _normalisation(directory: Path, entries: list[dict[str, Any]]) -> dict[str, 
     }
 
 
-def generate_dataset(cfg: DataConfig, workers: int | None = None, progress: bool = True) -> Path:
+normalisation_stats = _normalisation
+"""Public alias: normalisation statistics of the shards of one split (used by ``galmass ingest``)."""
+
+
+def generate_dataset(
+    cfg: DataConfig,
+    workers: int | None = None,
+    progress: bool = True,
+    *,
+    task_id: int | None = None,
+    num_tasks: int | None = None,
+    merge: bool = False,
+) -> Path:
     """Generate (or finish generating) the dataset described by ``cfg`` in ``cfg.path``; returns the manifest path.
 
     A complete dataset with the same config is left untouched; one with a different config is an error (never
     overwritten).
+
+    Array mode (e.g. a SLURM job array): with ``num_tasks`` = N and ``task_id`` = I (0 <= I < N) only the shards
+    with index % N == I are written (each shard is fully determined by its index, so the union of the N tasks is
+    bit-identical to a single-process run) and no manifest is written; the return value is then the dataset
+    directory. ``merge=True`` afterwards checks that every planned shard exists and matches the plan, and writes
+    the manifest (it generates nothing; missing shards are an error naming them).
     """
+    if (task_id is None) != (num_tasks is None):
+        raise ValueError(f"give task_id and num_tasks together, got task_id={task_id}, num_tasks={num_tasks}. "
+                         "HINT: --task-id $SLURM_ARRAY_TASK_ID --num-tasks $SLURM_ARRAY_TASK_COUNT")
+    if num_tasks is not None:
+        if merge:
+            raise ValueError("merge=True writes the manifest of finished array tasks; it takes no task_id/num_tasks")
+        if not (num_tasks >= 1 and 0 <= task_id < num_tasks):
+            raise ValueError(f"need num_tasks >= 1 and 0 <= task_id < num_tasks, got task_id={task_id}, "
+                             f"num_tasks={num_tasks}. HINT: SLURM array indices start at 0 with --array=0-(N-1)")
     directory = Path(cfg.path)
     manifest_path = directory / MANIFEST
     wanted = config_to_dict(cfg)
@@ -232,7 +281,7 @@ def generate_dataset(cfg: DataConfig, workers: int | None = None, progress: bool
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if old.get("config") == wanted:
-            return manifest_path
+            return manifest_path if num_tasks is None else directory
         diff = sorted(k for k in wanted if old.get("config", {}).get(k) != wanted[k])
         raise FileExistsError(
             f"{manifest_path} holds a dataset made with a different config (differs in: {', '.join(diff)}). "
@@ -245,21 +294,28 @@ def generate_dataset(cfg: DataConfig, workers: int | None = None, progress: bool
     feedback_specs = {f: dataclasses.asdict(load_feedback(f)) for f in cfg.feedbacks}
     directory.mkdir(parents=True, exist_ok=True)
     tasks = plan_shards(cfg)
+    mine = tasks if num_tasks is None else [t for t in tasks if t.index % num_tasks == task_id]
     entries: dict[int, dict[str, Any]] = {}
     todo = []
-    for task in tasks:
+    for task in mine:
         entry = _existing_entry(task, directory)
         if entry is None:
             todo.append(task)
         else:
             entries[task.index] = entry
+    if merge and todo:
+        names = ", ".join(shard_name(t.index) for t in todo[:10]) + (" ..." if len(todo) > 10 else "")
+        raise FileNotFoundError(
+            f"{directory}: {len(todo)} of {len(tasks)} shards are missing or do not match the plan ({names}). "
+            "HINT: rerun the array tasks (galmass mock --task-id I --num-tasks N) with the same config, then merge"
+        )
     n_workers = workers if workers is not None else (cfg.workers or os.cpu_count() or 1)
     n_workers = max(1, min(n_workers, len(todo) or 1))
     bar = None
-    if progress:
+    if progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(tasks), initial=len(entries), desc="mock shards", unit="shard")
+        bar = tqdm(total=len(mine), initial=len(entries), desc="mock shards", unit="shard")
     if n_workers == 1:
         for task in todo:
             entries[task.index] = write_shard(task, cfg, directory)
@@ -272,6 +328,8 @@ def generate_dataset(cfg: DataConfig, workers: int | None = None, progress: bool
                 entries[futures[fut].index] = fut.result()
                 bar and bar.update()
     bar and bar.close()
+    if num_tasks is not None:
+        return directory
     shard_entries = [entries[t.index] for t in tasks]
     counts = {s: sum(e["n"] for e in shard_entries if e["split"] == s) for s in SPLITS}
     counts.update({f"galaxies_{s}": sum(len(e["galaxy_ids"]) for e in shard_entries if e["split"] == s) for s in SPLITS})

@@ -26,6 +26,7 @@ from galmass.physics.constants import G, LOG_R_GRID
 from galmass.physics.jeans import JeansSolution, solve_jeans
 from galmass.physics.profiles import (
     corenfw_mass,
+    dc14_mass,
     exponential_disc_mass,
     plummer_density,
     plummer_mass,
@@ -82,10 +83,14 @@ class Galaxy:
     """Gas disc normal, y component."""
     disc_nz: float
     """Gas disc normal, z component."""
+    dc14: bool = False
+    """True: the dark matter follows Di Cintio et al. (2014) with X = log10(mstar / m200) (``n`` and ``r_c`` unused)."""
 
     # --- mass profile -------------------------------------------------------------------------------------------
     def dm_mass(self, r: ArrayLike) -> NDArray[np.float64]:
-        """Dark-matter mass inside radius r [kpc] -> [Msun] (coreNFW; n = 0 is exactly NFW)."""
+        """Dark-matter mass inside radius r [kpc] -> [Msun] (coreNFW, n = 0 is exactly NFW; or DC14)."""
+        if self.dc14:
+            return dc14_mass(r, self.m200, self.c200, self.r200, float(np.log10(self.mstar / self.m200)))
         return corenfw_mass(r, self.m200, self.c200, self.r200, self.r_c, self.n)
 
     def star_mass(self, r: ArrayLike) -> NDArray[np.float64]:
@@ -175,6 +180,7 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
         m_gas=m_gas, r_d=r_d, sigma_gas=sigma_gas, v_rad_frac=v_rad, m2_frac=m2_frac, m2_phase=float(m2_phase),
         m1_frac=m1_frac, m1_phase=float(m1_phase),
         disc_nx=float(normal[0]), disc_ny=float(normal[1]), disc_nz=float(normal[2]),
+        dc14=feedback.profile == "dc14",
     )
 
 

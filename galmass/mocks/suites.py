@@ -113,8 +113,10 @@ class FeedbackSpec:
     """Feedback model name; defaults to the file name without ``.yaml``."""
     description: str = ""
     """Free text: what this model stands for."""
-    profile: Literal["nfw", "corenfw"] = "nfw"
-    """Dark-matter profile: 'nfw' (cusp) or 'corenfw' (Read, Agertz & Collins 2016)."""
+    profile: Literal["nfw", "corenfw", "dc14"] = "nfw"
+    """Dark-matter profile: 'nfw' (cusp), 'corenfw' (Read, Agertz & Collins 2016; core strength n drawn from
+    n_range) or 'dc14' (Di Cintio et al. 2014: the (alpha, beta, gamma) shape set by each galaxy's own
+    X = log10(M*/M200), so the core follows the star-formation efficiency; n_range must be [0, 0])."""
     n_range: tuple[float, float] = (0.0, 0.0)
     """coreNFW core strength n in [0, 1], drawn uniformly (must be [0, 0] for 'nfw')."""
     eta: float = 1.75
@@ -128,9 +130,9 @@ class FeedbackSpec:
 
     def __post_init__(self) -> None:
         _check_range("n_range", self.n_range, 0.0, 1.0)
-        if self.profile == "nfw" and self.n_range != (0.0, 0.0):
-            raise ConfigError(f"profile 'nfw' has no core, but n_range = {list(self.n_range)}. HINT: set profile: "
-                              "corenfw, or n_range: [0, 0]")
+        if self.profile in ("nfw", "dc14") and self.n_range != (0.0, 0.0):
+            raise ConfigError(f"profile '{self.profile}' has no coreNFW n, but n_range = {list(self.n_range)}. "
+                              "HINT: set profile: corenfw, or n_range: [0, 0]")
         if not self.eta > 0:
             raise ConfigError(f"eta must be > 0, got {self.eta}. HINT: Read+2016 use 1.75")
         for key in ("radial_flow_range", "m2_range", "lopsided_range"):

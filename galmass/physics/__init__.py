@@ -1,9 +1,12 @@
 """Physics of the mock galaxies: constants, mass profiles, scaling relations and the spherical Jeans equation."""
 
 from galmass.physics.constants import G, H_LITTLE, LOG_R_GRID, RADII_FACTORS, RHO_CRIT
+from galmass.physics.df import sample_df, sample_tangential_df
 from galmass.physics.jeans import JeansSolution, anisotropy, projected_dispersion, solve_jeans
 from galmass.physics.profiles import (
     corenfw_mass,
+    dc14_mass,
+    dc14_shape,
     exponential_disc_mass,
     nfw_mass,
     plummer_density,
@@ -19,11 +22,15 @@ __all__ = [
     "LOG_R_GRID",
     "RADII_FACTORS",
     "RHO_CRIT",
+    "sample_df",
+    "sample_tangential_df",
     "JeansSolution",
     "anisotropy",
     "projected_dispersion",
     "solve_jeans",
     "corenfw_mass",
+    "dc14_mass",
+    "dc14_shape",
     "exponential_disc_mass",
     "nfw_mass",
     "plummer_density",

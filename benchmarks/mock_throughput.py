@@ -1,0 +1,72 @@
+"""Mock generation throughput of `galmass mock`: maps (projections) per second per core.
+
+Usage:  python benchmarks/mock_throughput.py [--galaxies-per-cell 2] [--workers 1,2]
+
+Generates the default map format (64x64, 64 projections, star pool 20000, 2000 gas cells) for 3 suites x 4
+feedback models under benchmarks/_work/mock_throughput/ with each worker count, plus one run with stars_mean 1000,
+timing the whole `generate_dataset` call (drawing, Jeans solve, sampling, projections, maps, HDF5 writing,
+checksums, manifest). Writes benchmarks/results/mock_throughput.md with the machine named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+
+from _common import ROOT, load_average, machine  # noqa: E402  (puts the repository on sys.path)
+
+from galmass.config import DataConfig  # noqa: E402
+from galmass.datasets.writer import generate_dataset  # noqa: E402
+
+SUITES = ["compact", "median", "extended"]
+FEEDBACKS = ["cusp", "mild_core", "core", "dc14"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--galaxies-per-cell", type=int, default=2)
+    parser.add_argument("--workers", default="1,2")
+    args = parser.parse_args()
+    work = ROOT / "benchmarks" / "_work" / "mock_throughput"
+    rows = []
+    runs = [(int(w), 100.0) for w in args.workers.split(",")] + [(1, 1000.0)]
+    for workers, stars_mean in runs:
+        path = work / f"w{workers}-s{int(stars_mean)}"
+        shutil.rmtree(path, ignore_errors=True)
+        # val/test fractions 0 keep every galaxy (a benchmark needs no split).
+        cfg = DataConfig(path=str(path), suites=SUITES, feedbacks=FEEDBACKS,
+                         galaxies_per_cell=args.galaxies_per_cell, val_fraction=0.0, test_fraction=0.0,
+                         stars_mean=stars_mean, shard_size=64)
+        t0 = time.perf_counter()
+        generate_dataset(cfg, workers=workers, progress=False)
+        dt = time.perf_counter() - t0
+        n_maps = len(SUITES) * len(FEEDBACKS) * args.galaxies_per_cell * cfg.projections
+        rows.append((workers, stars_mean, n_maps, dt, n_maps / dt, n_maps / dt / workers))
+        shutil.rmtree(path, ignore_errors=True)
+    lines = [
+        "# Mock generation throughput (`galmass mock`)",
+        "",
+        f"Machine: {machine()}; load {load_average()}",
+        "",
+        f"Default map format: {DataConfig.npix}x{DataConfig.npix} maps, {DataConfig.projections} projections per "
+        f"galaxy, star pool {DataConfig.star_pool}, {DataConfig.gas_cells} gas cells; {len(SUITES)} suites x "
+        f"{len(FEEDBACKS)} feedback models x {args.galaxies_per_cell} galaxies. Wall time of the whole "
+        "`generate_dataset` call (drawing, Jeans solve, sampling, projections, maps, HDF5, checksums, manifest).",
+        "",
+        "| worker processes | stars_mean | samples (maps) | wall s | samples/s | samples/s per core |",
+        "|---|---|---|---|---|---|",
+    ]
+    for w, s, n, dt, rate, per in rows:
+        lines.append(f"| {w} | {s:g} | {n} | {dt:.1f} | {rate:.1f} | {per:.1f} |")
+    lines += ["", "One sample = one projection: stars and gas sky maps (4 channels each) and phase-space maps.",
+              "Reproduce: `python benchmarks/mock_throughput.py`."]
+    text = "\n".join(lines) + "\n"
+    out = ROOT / "benchmarks" / "results" / "mock_throughput.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

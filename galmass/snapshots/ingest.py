@@ -1,0 +1,216 @@
+"""``galmass ingest``: a Gadget/Arepo/GIZMO snapshot → the same sharded dataset (schema, manifest) as the mocks.
+
+Steps (DESIGN §4):
+
+1. read all particle types in physical units (:func:`galmass.snapshots.gadget.read_snapshot`);
+2. centre: the given halo centre (in the snapshot's own units, ckpc/h, as halo catalogues give it) or shrinking
+   spheres (stopping at 1000 particles) on the stars (on the dark matter when there are fewer than 100 stars);
+   periodic boxes are unwrapped about the centre;
+3. remove the bulk velocity: the mass-weighted mean velocity of the stars within 3 stellar half-mass radii;
+4. R200 where the mean enclosed density (all types) is 200 rho_crit(a) of the snapshot's cosmology; stars and gas
+   beyond R200 are dropped; stars with formation time <= 0 (wind particles) are not stars;
+5. truth: M(<r) of all particle types (:class:`galmass.snapshots.centring.EnclosedMass`) on the shared log-r grid;
+6. observe with the mocks' own code (:func:`galmass.mocks.observe.observe_particles`, cfg.projections lines of
+   sight, Poisson(cfg.stars_mean) stars each drawn from the star particles, errors, contamination, gas beam) and
+   write one shard (split 'test') plus a manifest that :func:`galmass.datasets.reader.load_manifest` validates.
+
+Star particles are drawn with equal probability (number-weighted, like the equal-mass mock stars), not weighted by
+mass or luminosity.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galmass import __version__
+from galmass.config import DataConfig, config_to_dict
+from galmass.physics.constants import LOG_R_GRID, RADII_FACTORS
+from galmass.snapshots.centring import (
+    EnclosedMass,
+    bulk_velocity,
+    r200_from_particles,
+    rho_crit,
+    shrinking_sphere_centre,
+)
+from galmass.snapshots.gadget import SnapshotError, read_snapshot, snapshot_files
+
+__all__ = ["ingest_snapshot", "parse_centre", "ingest_rng", "prepare_snapshot", "PreparedGalaxy", "INGEST_PARAMS"]
+
+INGEST_PARAMS = ("centre_x_kpc", "centre_y_kpc", "centre_z_kpc", "bulk_vx_kms", "bulk_vy_kms", "bulk_vz_kms",
+                 "r200_kpc", "m200_msun", "scale_factor", "hubble_h", "n_stars", "n_gas", "field_rh_kpc")
+"""Names of the parameter vector stored for an ingested galaxy (``galaxies/params``)."""
+
+
+def parse_centre(text: str) -> tuple[float, float, float]:
+    """'x,y,z' → (x, y, z) floats (the snapshot's coordinate units, usually ckpc/h)."""
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise ValueError(f"--centre must be three numbers x,y,z, got {text!r}. HINT: --centre 1234.5,2345.6,3456.7 "
+                         "in the snapshot's units (ckpc/h)")
+    return values  # type: ignore[return-value]
+
+
+def ingest_rng(seed: int) -> np.random.Generator:
+    """The generator of the observations of an ingested snapshot (depends on ``data.seed`` alone)."""
+    return np.random.default_rng([seed, zlib.crc32(b"ingest")])
+
+
+class PreparedGalaxy:
+    """A centred, bulk-velocity-free snapshot galaxy: tracers inside R200 and the truth profile."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+def prepare_snapshot(path: str | Path, centre: tuple[float, float, float] | None = None) -> PreparedGalaxy:
+    """Steps 1–5 of the module docstring; returns a PreparedGalaxy (kpc, km/s, Msun; frame centred on the halo).
+
+    Attributes: ``pos_stars``, ``vel_stars``, ``gas`` ((pos, vel, mass) or None), ``mass`` (EnclosedMass),
+    ``centre_kpc``, ``bulk_kms``, ``r200``, ``m200``, ``snapshot`` (the Snapshot), ``field_rh_kpc``.
+    """
+    snap = read_snapshot(path)
+    if 4 not in snap.types:
+        raise SnapshotError(f"{path}: no stars (PartType4 is missing or empty). HINT: galmass needs a stellar "
+                            "tracer")
+    stars = snap.types[4]
+    is_star = stars.formation_a > 0  # formation time <= 0 marks wind particles (Arepo/TNG), not stars
+    if np.count_nonzero(is_star) < 3:
+        raise SnapshotError(f"{path}: only {np.count_nonzero(is_star)} particles in PartType4 have "
+                            "GFM_StellarFormationTime > 0 (the rest are wind particles); need >= 3 stars")
+    if centre is not None:
+        c = np.asarray(centre, dtype=np.float64) * snap.length_to_kpc
+    else:
+        base = (stars.pos[is_star], stars.mass[is_star])
+        if np.count_nonzero(is_star) < 100 and 1 in snap.types:
+            base = (snap.types[1].pos, snap.types[1].mass)
+        # Stop at 1000 particles (or a fifth of them): the last sphere's centroid noise ~ r / sqrt(n) sets the
+        # error, ~3 % of R_h for a Plummer sphere (measured in tests/test_snapshots.py).
+        c = shrinking_sphere_centre(*base, n_min=max(20, min(1000, len(base[1]) // 5)))
+
+    def rel(p: np.ndarray) -> np.ndarray:
+        d = p - c
+        if snap.box_kpc > 0:  # nearest periodic image of the centre
+            d = (d + 0.5 * snap.box_kpc) % snap.box_kpc - 0.5 * snap.box_kpc
+        return d
+
+    pos = {t: rel(p.pos) for t, p in snap.types.items()}
+    # Bulk velocity of the stars within 3 stellar half-mass radii.
+    ps, ms = pos[4][is_star], stars.mass[is_star]
+    rs = np.linalg.norm(ps, axis=1)
+    order = np.argsort(rs)
+    r_half = float(rs[order][np.searchsorted(np.cumsum(ms[order]), 0.5 * ms.sum())])
+    bulk = bulk_velocity(ps, stars.vel[is_star], ms, 3.0 * r_half)
+    radii = np.concatenate([np.linalg.norm(pos[t], axis=1) for t in snap.types])
+    masses = np.concatenate([snap.types[t].mass for t in snap.types])
+    try:
+        r200, m200 = r200_from_particles(radii, masses, rho_crit(snap.a, snap.h, snap.omega_m, snap.omega_l))
+    except ValueError as err:
+        raise SnapshotError(f"{path}: {err}") from None
+    in_s = is_star & (np.linalg.norm(pos[4], axis=1) < r200)
+    pos_s, vel_s = pos[4][in_s], stars.vel[in_s] - bulk
+    if len(pos_s) < 3:
+        raise SnapshotError(f"{path}: fewer than 3 stars inside R200 = {r200:.3g} kpc of the centre {c} kpc. "
+                            "HINT: check --centre (snapshot units, ckpc/h)")
+    gas = None
+    if 0 in snap.types:
+        in_g = np.linalg.norm(pos[0], axis=1) < r200
+        if np.any(in_g):
+            gas = (pos[0][in_g], snap.types[0].vel[in_g] - bulk, snap.types[0].mass[in_g])
+    return PreparedGalaxy(
+        pos_stars=pos_s, vel_stars=vel_s, gas=gas, mass=EnclosedMass(radii, masses), centre_kpc=c, bulk_kms=bulk,
+        r200=r200, m200=m200, snapshot=snap, field_rh_kpc=float(np.median(np.hypot(pos_s[:, 0], pos_s[:, 1]))),
+    )
+
+
+def ingest_snapshot(
+    path: str | Path, out: str | Path, cfg: DataConfig, centre: tuple[float, float, float] | None = None
+) -> Path:
+    """Turn one snapshot into a one-galaxy dataset in ``out`` (one shard, split 'test'); returns the manifest path.
+
+    Parameters
+    ----------
+    path : str or Path
+        Snapshot file, ``snapdir_NNN`` directory, or its ``snap_NNN.0.hdf5``.
+    out : str or Path
+        Output dataset directory (must not hold a dataset yet).
+    cfg : DataConfig
+        Observation and map settings (projections, stars_mean, v_err_kms, npix, extent_rh, vmax_sigma,
+        contamination, gas beam, dtype, seed). Mock-population keys (suites, star_pool, ...) are ignored.
+    centre : (x, y, z), optional
+        Halo centre in the snapshot's coordinate units (ckpc/h); default: shrinking spheres.
+
+    Raises
+    ------
+    SnapshotError
+        A missing field, inconsistent units or counts (the message names the field), or no galaxy at the centre.
+    FileExistsError
+        ``out`` already holds a manifest.
+    """
+    from galmass.datasets.schema import MANIFEST, SCALAR_NAMES, SCHEMA_VERSION, shard_name
+    from galmass.datasets.writer import normalisation_stats, sha256_file, write_shard_file
+    from galmass.mocks.observe import observe_particles
+    from hpc.atomic import atomic_write_json
+
+    out = Path(out)
+    if (out / MANIFEST).exists():
+        raise FileExistsError(f"{out / MANIFEST} exists. HINT: choose another --out, or delete that directory")
+    files = snapshot_files(path)
+    g = prepare_snapshot(path, centre)
+    obs = observe_particles(g.pos_stars, g.vel_stars, g.gas, g.mass, cfg, ingest_rng(cfg.seed),
+                            field_rh_kpc=g.field_rh_kpc)
+    obs["galaxy_id"] = np.zeros(len(obs["labels"]), dtype=np.int64)
+    params = np.array([*g.centre_kpc, *g.bulk_kms, g.r200, g.m200, g.snapshot.a, g.snapshot.h, len(g.pos_stars),
+                       0 if g.gas is None else len(g.gas[0]), g.field_rh_kpc], dtype=np.float64)
+    log_mass = np.log10(g.mass(np.asarray(LOG_R_GRID)))
+    out.mkdir(parents=True, exist_ok=True)
+    shard = out / shard_name(0)
+    write_shard_file(shard, obs, [(0, log_mass, params)], list(INGEST_PARAMS), suite="snapshot", feedback="unknown",
+                     split="test", dtype=cfg.dtype)
+    n = int(len(obs["labels"]))
+    entry = {"file": shard.name, "n": n, "split": "test", "suite": "snapshot", "feedback": "unknown",
+             "galaxy_ids": [0], "sha256": sha256_file(shard), "bytes": shard.stat().st_size}
+    wanted = config_to_dict(cfg)
+    wanted.pop("workers")
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "galmass_version": __version__,
+        "created_by": "galmass ingest",
+        "seed": cfg.seed,
+        "config": wanted,
+        "suites": ["snapshot"],
+        "feedbacks": ["unknown"],
+        "source": {
+            "snapshot": str(Path(path).resolve()),
+            "files": [{"file": str(f.resolve()), "sha256": sha256_file(f)} for f in files],
+            "scale_factor": g.snapshot.a,
+            "hubble_h": g.snapshot.h,
+            "centre_kpc": [float(x) for x in g.centre_kpc],
+            "centre_given": centre is not None,
+            "bulk_velocity_kms": [float(x) for x in g.bulk_kms],
+            "r200_kpc": g.r200,
+            "m200_msun": g.m200,
+            "n_particles": {f"PartType{t}": int(len(p.mass)) for t, p in g.snapshot.types.items()},
+            "n_stars_used": int(len(g.pos_stars)),
+        },
+        "radii_factors": [float(f) for f in RADII_FACTORS],
+        "scalar_names": list(SCALAR_NAMES),
+        "npix": cfg.npix,
+        "extent_rh": cfg.extent_rh,
+        "vmax_sigma": cfg.vmax_sigma,
+        "counts": {"train": 0, "val": 0, "test": n, "galaxies_train": 0, "galaxies_val": 0, "galaxies_test": 1},
+        "shards": [entry],
+        # Statistics of this galaxy's own projections (a trained model uses the normalisation of its training set).
+        "normalisation": normalisation_stats(out, [entry], split="test"),
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    json.loads((out / MANIFEST).read_text())  # written atomically; read back to fail here, not later
+    return out / MANIFEST

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Multi-node DDP training of one galmass run under SLURM: srun starts one torchrun per node, torchrun starts one
+# training process per GPU (or per CPU slot on a CPU-only node) and they meet by c10d rendezvous on the first node.
+#
+#   sbatch slurm/train_ddp.sh CONFIG.yaml [--section.key=value ...]
+#   sbatch --nodes=2 --ntasks-per-node=4 --gpus-per-node=4 slurm/train_ddp.sh configs/quickstart.yaml \
+#          --model.tracer=gas+stars --train.run_dir=runs/gs
+#   # CPU-only node (gloo), e.g. the local test cluster of slurm/local_slurm.sh:
+#   sbatch --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0 slurm/train_ddp.sh configs/quickstart.yaml
+#
+# Command-line sbatch options override the #SBATCH lines below. The global batch (train.batch_size) is split
+# over nodes × tasks-per-node ranks, so changing the geometry does not change what is computed.
+#
+# Python: $GALMASS_PYTHON if set, else $SLURM_SUBMIT_DIR/.venv/bin/python (the repository's `make` venv), else
+# python3 on PATH. Output: the run directory (train.run_dir) and the log slurm-<jobname>-<jobid>.out in the
+# submission directory (appended to across requeues).
+#
+# Checkpoint-and-requeue: SLURM sends USR2 to this batch shell (`--signal=B:USR2@180`: 180 s before the time
+# limit; SLURM checks every 30–60 s). The trap requeues the job (`--requeue`); the requeued job runs the same
+# command, which resumes from the newest per-epoch checkpoint in train.run_dir (galmass.train); a finished run
+# (done.json) is skipped. Keep an epoch shorter than the signal lead time, or at most one epoch is redone.
+#
+#SBATCH --job-name=galmass-train
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=4
+#SBATCH --gpus-per-node=4
+#SBATCH --cpus-per-task=8
+#SBATCH --time=04:00:00
+#SBATCH --signal=B:USR2@180
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=slurm-%x-%j.out
+set -euo pipefail
+
+die() { echo "[train_ddp] error: $*" >&2; exit 2; }
+
+[ $# -ge 1 ] || die "usage: sbatch slurm/train_ddp.sh CONFIG.yaml [--section.key=value ...]"
+[ -n "${SLURM_JOB_ID:-}" ] || die "not inside a SLURM job. HINT: submit with sbatch, or use torchrun directly"
+CONFIG="$1"; shift
+[ -f "$CONFIG" ] || die "config file '$CONFIG' not found (relative paths are relative to $PWD)"
+
+SUBMIT_DIR="${SLURM_SUBMIT_DIR:-$PWD}"
+if [ -n "${GALMASS_PYTHON:-}" ]; then PY="$GALMASS_PYTHON"
+elif [ -x "$SUBMIT_DIR/.venv/bin/python" ]; then PY="$SUBMIT_DIR/.venv/bin/python"
+else PY="$(command -v python3)"; fi
+"$PY" -c "import galmass, torch" 2>/dev/null \
+  || die "'$PY' cannot import galmass and torch. HINT: export GALMASS_PYTHON=/path/to/venv/bin/python"
+
+# ---- geometry (checked before any rank starts: a wrong one would hang the rendezvous or share GPUs)
+NNODES="${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}"
+NTASKS="${SLURM_NTASKS:-$NNODES}"
+NPROC="${SLURM_NTASKS_PER_NODE:-$((NTASKS / NNODES))}"
+NPROC="${NPROC%%(*}"                       # "4(x2)" → 4: homogeneous nodes assumed
+CPT="${SLURM_CPUS_PER_TASK:-1}"
+GPUS="${SLURM_GPUS_PER_NODE:-0}"
+GPUS="${GPUS##*:}"                         # "a100:4" → 4
+[ "$((NPROC * NNODES))" -eq "$NTASKS" ] \
+  || die "$NTASKS tasks do not split evenly over $NNODES nodes. HINT: use --ntasks-per-node instead of --ntasks"
+if [ "$GPUS" -gt 0 ] && [ "$NPROC" -ne "$GPUS" ]; then
+  die "$NPROC tasks per node but $GPUS GPUs per node: each training process needs one GPU. HINT: --ntasks-per-node=$GPUS"
+fi
+
+# ---- rendezvous on the first node of the allocation
+MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)"
+MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"   # per job: two jobs on a node never collide
+export MASTER_ADDR MASTER_PORT
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$CPT}"                  # torchrun would otherwise force 1
+
+requeue() {
+  echo "[train_ddp] $(date -u +%FT%TZ) caught USR2: requeueing job $SLURM_JOB_ID (resumes from the last checkpoint)"
+  scontrol requeue "$SLURM_JOB_ID"
+}
+trap requeue USR2
+
+echo "[train_ddp] $(date -u +%FT%TZ) job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}): $NNODES node(s) × $NPROC" \
+     "process(es), $GPUS GPU(s)/node, $CPT CPU(s)/process, rendezvous $MASTER_ADDR:$MASTER_PORT, python $PY"
+
+# One srun task per node (it holds all the node's CPUs of this job); torchrun spawns the NPROC ranks.
+# srun runs in the background so that the USR2 trap runs at once (bash delays traps until a foreground
+# command ends).
+srun --ntasks="$NNODES" --ntasks-per-node=1 --cpus-per-task="$((NPROC * CPT))" --kill-on-bad-exit=1 \
+  "$PY" -m torch.distributed.run \
+    --nnodes="$NNODES" --nproc_per_node="$NPROC" \
+    --rdzv_id="$SLURM_JOB_ID" --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" \
+    -m galmass.train --config "$CONFIG" "$@" &
+SRUN_PID=$!
+# `wait` returns early (status > 128) when the trap ran; srun is then still running: keep waiting.
+while kill -0 "$SRUN_PID" 2>/dev/null; do wait "$SRUN_PID" || true; done
+rc=0
+wait "$SRUN_PID" || rc=$?
+echo "[train_ddp] $(date -u +%FT%TZ) srun exited with $rc"
+exit "$rc"
