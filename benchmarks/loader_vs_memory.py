@@ -159,13 +159,13 @@ def main() -> int:
         "machine where the training step already uses both cores (and other jobs share them), the worker competes "
         "with the model instead, which is why more workers do not help here. On a GPU node (many cores, model on "
         "the GPU) they do; see gpu.md.\n\n"
-        "What was tried (all measured, see hdf5_read.md): one `get_batch` call with the scattered indices of a "
-        "shuffled batch (h5py fancy selection, slowest); one slice read per contiguous run of indices (now the "
-        "default in `BatchSource`, ≈2.5× faster); chunk-level shuffling (`--train.shuffle_block`, e.g. 32: "
-        "3–6× cheaper reads again, at the price of batches made of runs of consecutive samples); 0–2 loader "
-        "workers; torch DataLoader vs DALI. The remaining per-sample cost is h5py's per-read overhead on shards "
-        "with one HDF5 chunk per sample; shards read in larger contiguous pieces are the next step "
-        "(galmass/datasets, not part of this loader).\n"
+        "What was tried (all measured, see hdf5_read.md): h5py fancy (point) selection of the scattered rows of a "
+        "shuffled batch (slowest); one `get_batch` call per contiguous run; one `get_batch` call per rank batch "
+        "with the reader slicing each contiguous run and caching its h5py dataset objects (the default; about 10× "
+        "cheaper than per-run calls here); chunk-level shuffling (`--train.shuffle_block`, e.g. 32: cheaper reads "
+        "again, at the price of batches made of runs of consecutive samples); 0–2 loader workers; torch "
+        "DataLoader vs DALI. The remaining per-sample cost is h5py's per-read overhead on shards with one HDF5 "
+        "chunk per sample.\n"
     )
     write_result(args.name, text)
     return 0

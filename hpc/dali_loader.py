@@ -158,18 +158,12 @@ class BatchSource:
     def raw(self, epoch: int, step: int) -> dict[str, np.ndarray]:
         """This rank's batch as read (no augmentation), in sampler order.
 
-        The indices are sorted and cut into runs of consecutive indices, and ``get_batch`` is called once per run:
-        a run is one slice read in a sharded HDF5 reader, whereas one call with scattered indices makes h5py use a
-        point/fancy selection, measured 2–7× slower here (benchmarks/results/hdf5_read.md).
+        One ``get_batch`` call with the whole rank batch: the reader sorts the indices and reads each shard in
+        slices (one per contiguous run, or one over a dense span), never with h5py's point/fancy selection, which
+        was measured 2–70× slower here (benchmarks/results/hdf5_read.md).
         """
-        idx = self.indices(epoch, step)
-        order = np.argsort(idx, kind="stable")
-        srt = idx[order]
-        cuts = np.flatnonzero(np.diff(srt) != 1) + 1  # padding repeats an index: that starts a new run too
-        parts = [self.data.get_batch(run) for run in np.split(srt, cuts)]
-        unsort = np.empty_like(order)
-        unsort[order] = np.arange(len(order))
-        return {k: np.ascontiguousarray(np.concatenate([p[k] for p in parts])[unsort]) for k in self.keys}
+        batch = self.data.get_batch(self.indices(epoch, step))
+        return {k: np.ascontiguousarray(batch[k]) for k in self.keys}
 
     def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
         """This rank's finished batch: read, then augmented on the CPU if requested."""

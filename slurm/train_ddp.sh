@@ -17,8 +17,10 @@
 #
 # Checkpoint-and-requeue: SLURM sends USR2 to this batch shell (`--signal=B:USR2@180`: 180 s before the time
 # limit; SLURM checks every 30–60 s). The trap requeues the job (`--requeue`); the requeued job runs the same
-# command, which resumes from the newest per-epoch checkpoint in train.run_dir (galmass.train); a finished run
-# (done.json) is skipped. Keep an epoch shorter than the signal lead time, or at most one epoch is redone.
+# command, which resumes from the newest checkpoint in train.run_dir (galmass.train); a finished run (done.json) is
+# skipped. The requeue ends the old job's steps with SIGTERM: galmass.train then finishes its current step and
+# writes a mid-epoch checkpoint (hpc.preempt) if SLURM's KillWait leaves it time; otherwise the newest per-epoch
+# checkpoint is used and at most one epoch is redone.
 #
 #SBATCH --job-name=galmass-train
 #SBATCH --nodes=1

@@ -112,3 +112,26 @@ def test_plan_is_independent_of_suite_order():
     ga = {(t.suite, t.feedback, t.split, t.galaxy_indices) for t in plan_shards(a)}
     gb = {(t.suite, t.feedback, t.split, t.galaxy_indices) for t in plan_shards(b)}
     assert ga == gb
+
+
+def test_scattered_batch_reads_use_slices_not_fancy_indexing(tiny_dataset, monkeypatch):
+    """Sparse, dense and repeated indices give the right rows; h5py is only ever asked for slices."""
+    import h5py as _h5py
+
+    data = ShardedDataset(tiny_dataset, "train", ("maps_stars", "labels"))
+    everything = {k: np.concatenate([data.get_batch(np.arange(s, min(s + 7, len(data))))[k]
+                                     for s in range(0, len(data), 7)]) for k in ("maps_stars", "labels")}
+    seen = []
+    original = _h5py.Dataset.__getitem__
+
+    def spy(self, key, *args, **kwargs):
+        seen.append(key)
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(_h5py.Dataset, "__getitem__", spy)
+    rng = np.random.default_rng(1)
+    for idx in (rng.choice(len(data), 9, replace=False), np.array([3, 3, 40, 2, 90, 41, 3]), np.arange(20, 36)):
+        batch = data.get_batch(idx)
+        for k in everything:
+            np.testing.assert_array_equal(batch[k], everything[k][idx])
+    assert seen and all(isinstance(k, slice) for k in seen)

@@ -105,6 +105,7 @@ class ShardedDataset:
         counts = np.array([s["n"] for s in self.shards], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
         self._handles: dict[int, h5py.File] = {}
+        self._datasets: dict[tuple[int, str], h5py.Dataset] = {}
         self._pid = -1
 
     def __len__(self) -> int:
@@ -117,7 +118,7 @@ class ShardedDataset:
     # -- file handling -------------------------------------------------------------------------------------------
     def _file(self, i: int) -> h5py.File:
         if self._pid != os.getpid():  # first use in this process (e.g. a DataLoader worker): start afresh
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._datasets, self._pid = {}, {}, os.getpid()
         if i not in self._handles:
             path = self.directory / self.shards[i]["file"]
             try:
@@ -128,19 +129,27 @@ class ShardedDataset:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_handles"], state["_pid"] = {}, -1  # never pickle open handles
+        state["_handles"], state["_datasets"], state["_pid"] = {}, {}, -1  # never pickle open handles
         return state
 
     def close(self) -> None:
         for fh in self._handles.values():
             fh.close()
-        self._handles = {}
+        self._handles, self._datasets = {}, {}
 
     # -- reading -------------------------------------------------------------------------------------------------
+    def _dataset(self, shard: int, name: str) -> h5py.Dataset:
+        # Cached per process: h5py's name lookup costs more than reading a small slice.
+        key = (shard, name)
+        ds = self._datasets.get(key) if self._pid == os.getpid() else None
+        if ds is None:
+            ds = self._file(shard)[name]
+            self._datasets[key] = ds
+        return ds
+
     def _read(self, shard: int, name: str, rows: np.ndarray) -> np.ndarray:
-        fh = self._file(shard)
         try:
-            ds = fh[name]
+            ds = self._dataset(shard, name)
             lo, hi = int(rows[0]), int(rows[-1]) + 1
             if hi - lo == len(rows):  # contiguous: one slice read
                 return ds[lo:hi]
@@ -163,22 +172,18 @@ class ShardedDataset:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"indices out of range [0, {len(self)})")
-        order = np.argsort(idx, kind="stable")
-        sorted_idx = idx[order]
-        shard_of = np.searchsorted(self._offsets, sorted_idx, side="right") - 1
+        shard_of = np.searchsorted(self._offsets, idx, side="right") - 1
         names = list(self.keys) + (["meta/galaxy_id", "meta/projection"] if self.meta else [])
-        pieces: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        out: dict[str, np.ndarray] = {}
         for shard in np.unique(shard_of):
-            rows_all = sorted_idx[shard_of == shard] - self._offsets[shard]
-            rows, inverse = np.unique(rows_all, return_inverse=True)  # padding may repeat an index
+            pos = np.flatnonzero(shard_of == shard)  # where this shard's samples go in the batch
+            rows, inverse = np.unique(idx[pos] - self._offsets[shard], return_inverse=True)  # sorted; padding repeats
             for name in names:
-                pieces[name].append(self._read(int(shard), name, rows)[inverse])
-        out = {}
-        unsort = np.empty_like(order)
-        unsort[order] = np.arange(len(order))
-        for name in names:
-            key = name.split("/")[-1]
-            out[key] = np.concatenate(pieces[name])[unsort]
+                arr = self._read(int(shard), name, rows)
+                key = name.split("/")[-1]
+                if key not in out:  # one output buffer per key, filled in place: no concatenate, no re-sort
+                    out[key] = np.empty((len(idx),) + arr.shape[1:], dtype=arr.dtype)
+                out[key][pos] = arr[inverse]
         return out
 
     def __getitem__(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
