@@ -21,36 +21,21 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import ROOT, load_average, machine, write_result
+from _common import ROOT, ddp_bench_setup, load_average, machine, train_step, write_result
 
 
 def worker(args: argparse.Namespace) -> None:
-    import torch
-
-    from galmass.config import load_config
-    from galmass.datasets import ShardedDataset, load_manifest, tracer_keys
-    from galmass.train import build_model, to_torch
     from hpc.dali_loader import BatchSource, TorchLoader
-    from hpc.dist import all_reduce_sum, barrier, cleanup, init_distributed
+    from hpc.dist import all_reduce_sum, barrier, cleanup
 
-    torch.set_num_threads(1)
-    info = init_distributed()
-    cfg = load_config(None, [f"--data.path={args.data}", f"--data.galaxies_per_cell={args.galaxies_per_cell}"])
-    keys = tracer_keys(cfg.model.tracer) + ("scalars", "labels")
-    data = ShardedDataset(cfg.data.path, "train", keys, verify=False)
-    model = build_model(cfg, load_manifest(cfg.data.path))
-    net = torch.nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    source = BatchSource(data, keys, args.batch, info.rank, info.world_size, seed=0, max_steps=args.steps + 2)
-    it = TorchLoader(source, num_workers=0).epoch(0)
-    for k, batch in enumerate(it):
+    b = ddp_bench_setup(args.data, args.galaxies_per_cell)
+    info = b.info
+    source = BatchSource(b.data, b.keys, args.batch, info.rank, info.world_size, seed=0, max_steps=args.steps + 2)
+    for k, batch in enumerate(TorchLoader(source, num_workers=0).epoch(0)):
         if k == 2:  # two warm-up steps
             barrier()
             t0 = time.perf_counter()
-        loss = net(to_torch(batch, info.device)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(b.net, b.opt, batch, info.device)
     barrier()
     elapsed = all_reduce_sum([time.perf_counter() - t0])[0] / info.world_size
     if info.rank == 0:

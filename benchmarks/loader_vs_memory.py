@@ -20,23 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import ROOT, load_average, machine, write_result
+from _common import ROOT, load_average, machine, train_step, write_result
 
 from galmass.config import load_config  # noqa: E402
 from galmass.datasets import ShardedDataset, load_manifest, tracer_keys  # noqa: E402
 from galmass.datasets.writer import generate_dataset  # noqa: E402
-from galmass.train import build_model, to_torch  # noqa: E402
+from galmass.train import build_model  # noqa: E402
 from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader, dali_available  # noqa: E402
-
-
-def _step(model, opt, batch, device) -> None:
-    batch = to_torch(batch, device)
-    loss = model(batch).mean()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def interleaved(model, opt, loader_batches, in_memory, device) -> tuple[float, float]:
@@ -55,9 +45,9 @@ def interleaved(model, opt, loader_batches, in_memory, device) -> tuple[float, f
             batch = next(it)
         except StopIteration:
             break
-        _step(model, opt, batch, device)
+        train_step(model, opt, batch, device)
         t1 = time.perf_counter()
-        _step(model, opt, mem_batch, device)
+        train_step(model, opt, mem_batch, device)
         t_loader += t1 - t0
         t_mem += time.perf_counter() - t1
     for _ in it:  # drain (a DALI epoch must be consumed to its end)
@@ -92,7 +82,7 @@ def main() -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     in_memory = [source.batch(0, k) for k in range(source.steps_per_epoch)]  # the batches the loaders yield
     for batch in in_memory[:3]:  # warm-up
-        _step(model, opt, batch, device)
+        train_step(model, opt, batch, device)
 
     paths = []
     for item in args.paths.split(","):
@@ -128,7 +118,7 @@ def main() -> int:
     t_step = []
     for batch in in_memory[:8]:
         t0 = time.perf_counter()
-        _step(model, opt, batch, device)
+        train_step(model, opt, batch, device)
         t_step.append(time.perf_counter() - t0)
     read_s, step_s = float(np.median(t_read)), float(np.median(t_step))
     n_params = sum(p.numel() for p in model.parameters())

@@ -21,36 +21,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, load_average, machine, write_result
+from _common import ROOT, ddp_bench_setup, load_average, machine, train_step, write_result
 
 
 def worker(args: argparse.Namespace) -> None:
-    import torch
-
-    from galmass.config import load_config
-    from galmass.datasets import ShardedDataset, load_manifest, tracer_keys
-    from galmass.train import build_model, to_torch
     from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader
-    from hpc.dist import cleanup, init_distributed
+    from hpc.dist import cleanup
 
-    torch.set_num_threads(1)
-    info = init_distributed()
-    cfg = load_config(None, [f"--data.path={args.data}", f"--data.galaxies_per_cell={args.gpc}"])
-    keys = tracer_keys(cfg.model.tracer) + ("scalars", "labels")
-    data = ShardedDataset(cfg.data.path, "train", keys, verify=False)
-    model = build_model(cfg, load_manifest(cfg.data.path))
-    net = torch.nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    source = BatchSource(data, keys, 64, info.rank, info.world_size, seed=0)
+    b = ddp_bench_setup(args.data, args.gpc)
+    info, data = b.info, b.data
+    source = BatchSource(data, b.keys, 64, info.rank, info.world_size, seed=0)
     loader = DaliLoader(source, num_workers=2) if args.loader == "dali" else TorchLoader(source, num_workers=0)
     n = 0
     for k, batch in enumerate(loader.epoch(0)):
         n += len(batch["labels"])
         if k < 3:  # a few real training steps: the model's own memory is part of the per-rank peak
-            loss = net(to_torch(batch, info.device)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(b.net, b.opt, batch, info.device)
     kib = 1024 if sys.platform != "darwin" else 1  # ru_maxrss is KiB on Linux
     out = {"rank": info.rank, "samples": n, "n_train": len(data),
            "self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib / 2**20,

@@ -135,3 +135,10 @@ def test_scattered_batch_reads_use_slices_not_fancy_indexing(tiny_dataset, monke
         for k in everything:
             np.testing.assert_array_equal(batch[k], everything[k][idx])
     assert seen and all(isinstance(k, slice) for k in seen)
+
+
+def test_shards_are_opened_without_a_chunk_cache(tiny_dataset):
+    """A per-dataset HDF5 chunk cache kept for every open shard made memory grow with the number of shards."""
+    data = ShardedDataset(tiny_dataset, "train", ("labels",))
+    data.get_batch([0])
+    assert data._file(0).id.get_access_plist().get_cache()[2] == 0  # rdcc_nbytes

@@ -122,7 +122,10 @@ class ShardedDataset:
         if i not in self._handles:
             path = self.directory / self.shards[i]["file"]
             try:
-                self._handles[i] = h5py.File(path, "r")
+                # No HDF5 chunk cache: every sample is its own chunk and is read once per epoch, so the cache
+                # (1 MiB per open dataset by default) never hits; kept per shard it made resident memory grow
+                # with the number of shards (benchmarks/memory_per_rank.py).
+                self._handles[i] = h5py.File(path, "r", rdcc_nbytes=0)
             except OSError as err:
                 raise DatasetError(f"{path}: cannot open as HDF5 ({err})") from None
         return self._handles[i]
