@@ -63,7 +63,7 @@ def train_step(net: Any, opt: Any, batch: dict, device: Any) -> None:
     """One optimiser step of galmass's NLL on a numpy batch (synchronised on CUDA so timings are real)."""
     import torch
 
-    from galmass.train import to_torch
+    from galmass.models.io import to_torch
 
     loss = net(to_torch(batch, device)).mean()
     opt.zero_grad(set_to_none=True)
@@ -90,7 +90,7 @@ def ddp_bench_setup(data_path: str, galaxies_per_cell: int) -> DdpBench:
 
     from galmass.config import load_config
     from galmass.datasets import ShardedDataset, load_manifest, tracer_keys
-    from galmass.train import build_model
+    from galmass.models.io import build_model
     from hpc.dist import init_distributed
 
     torch.set_num_threads(1)

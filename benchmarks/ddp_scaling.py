@@ -59,7 +59,7 @@ def main() -> int:
         return 0
 
     from galmass.config import load_config
-    from galmass.datasets.writer import generate_dataset
+    from galmass.mocks.generate import generate_dataset
 
     generate_dataset(load_config(None, [f"--data.path={args.data}",
                                         f"--data.galaxies_per_cell={args.galaxies_per_cell}"]).data, progress=False)

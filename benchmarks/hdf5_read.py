@@ -20,7 +20,7 @@ from _common import ROOT, load_average, machine, write_result
 
 from galmass.config import load_config  # noqa: E402
 from galmass.datasets import ShardedDataset, tracer_keys  # noqa: E402
-from galmass.datasets.writer import generate_dataset  # noqa: E402
+from galmass.mocks.generate import generate_dataset  # noqa: E402
 from hpc.dali_loader import BatchSource  # noqa: E402
 
 

@@ -24,8 +24,8 @@ from _common import ROOT, load_average, machine, train_step, write_result
 
 from galmass.config import load_config  # noqa: E402
 from galmass.datasets import ShardedDataset, load_manifest, tracer_keys  # noqa: E402
-from galmass.datasets.writer import generate_dataset  # noqa: E402
-from galmass.train import build_model  # noqa: E402
+from galmass.mocks.generate import generate_dataset  # noqa: E402
+from galmass.models.io import build_model  # noqa: E402
 from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader, dali_available  # noqa: E402
 
 

@@ -59,7 +59,7 @@ def main() -> int:
         return 0
 
     from galmass.config import load_config
-    from galmass.datasets.writer import generate_dataset
+    from galmass.mocks.generate import generate_dataset
     from hpc.dali_loader import dali_available
 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

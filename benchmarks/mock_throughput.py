@@ -17,7 +17,7 @@ import time
 from _common import ROOT, load_average, machine  # noqa: E402  (puts the repository on sys.path)
 
 from galmass.config import DataConfig  # noqa: E402
-from galmass.datasets.writer import generate_dataset  # noqa: E402
+from galmass.mocks.generate import generate_dataset  # noqa: E402
 
 SUITES = ["compact", "median", "extended"]
 FEEDBACKS = ["cusp", "mild_core", "core", "dc14"]

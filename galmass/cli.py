@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def _cmd_mock(args: argparse.Namespace, overrides: list[str]) -> int:
-    from galmass.datasets.writer import generate_dataset
+    from galmass.mocks.generate import generate_dataset
 
     cfg = load_config(args.config, overrides)
     if (args.task_id is None) != (args.num_tasks is None):
@@ -94,10 +94,14 @@ def _cmd_report(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_predict(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.predict import main as predict_main
 
+    if overrides:
+        raise ConfigError(f"command line: galmass predict takes no --section.key overrides (the model's config is "
+                          f"fixed by --run), got {overrides}")
+
     argv = ["--run", args.run, "--stars", args.stars, "--samples", str(args.samples), "--seed", str(args.seed)]
     argv += (["--gas", args.gas] if args.gas else []) + (["--out", args.out] if args.out else [])
     argv += ["--force"] if args.force else []
-    return predict_main(argv + overrides)
+    return predict_main(argv)
 
 
 def _cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -111,7 +115,7 @@ def _cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     """Generate → torchrun training per tracer → evaluate → report, on the embedded mock suites."""
-    from galmass.datasets.writer import generate_dataset
+    from galmass.mocks.generate import generate_dataset
     from galmass.evaluate import evaluate
     from galmass.report import write_report
 
@@ -218,6 +222,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"galmass {args.command}: config error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - user-facing errors become one message and exit 2; the rest propagate
+        if not isinstance(err, _user_errors()):
+            raise
+        print(f"galmass {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe a user's input or environment (their messages name the file and the fix)."""
+    from galmass.datasets.reader import DatasetError
+    from hpc.atomic import DiskFullError
+    from hpc.checkpoint import CheckpointError
+    from hpc.lock import LockedError
+
+    return (DatasetError, DiskFullError, CheckpointError, LockedError, FileNotFoundError, FileExistsError)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar
 
 import yaml
+
+from galmass.datasets.schema import TRACER_MODES, TracerMode
 
 __all__ = [
     "ConfigError",
@@ -32,9 +37,24 @@ __all__ = [
     "parse_overrides",
     "config_to_dict",
     "dump_config",
+    "RESUME_FREE_KEYS",
+    "DATA_NON_CONTENT_KEYS",
+    "data_identity",
+    "data_hash",
+    "config_diffs",
+    "read_yaml",
 ]
 
-TRACER_MODES = ("stars", "gas", "gas+stars")
+RESUME_FREE_KEYS: frozenset[tuple[str, str]] = frozenset({
+    ("train", "progress"), ("train", "num_workers"), ("train", "log_every"), ("train", "loader"),
+    ("train", "run_dir"), ("data", "workers"), ("data", "path"),
+})
+"""Keys that may differ between a run directory's stored config and a resumption of it: they control output,
+speed or where things are, not numerics (both loaders yield the same batches; the run directory and the dataset
+path are locations, and the dataset itself is identified by :func:`data_hash`, checked separately)."""
+
+DATA_NON_CONTENT_KEYS: tuple[str, ...] = ("path", "workers")
+"""Keys of the data section that do not change the generated samples (excluded from :func:`data_hash`)."""
 
 
 class ConfigError(ValueError):
@@ -97,6 +117,16 @@ class DataConfig:
             raise ConfigError(f"data.contamination_sigma_kms must be > 0, got {self.contamination_sigma_kms}")
         if not self.gas_beam_fwhm_rh >= 0:
             raise ConfigError(f"data.gas_beam_fwhm_rh must be >= 0, got {self.gas_beam_fwhm_rh}. HINT: 0 disables")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"data.{name} must be in [0, 1), got {getattr(self, name)}. "
+                                  "HINT: 0.15 holds out 15 % of the galaxies")
+        if self.workers < 0:
+            raise ConfigError(f"data.workers must be >= 0, got {self.workers}. HINT: 0 uses all local cores")
+        for name in ("v_err_kms", "extent_rh", "vmax_sigma"):
+            if not getattr(self, name) >= 0 or (name != "v_err_kms" and getattr(self, name) == 0):
+                raise ConfigError(f"data.{name} must be {'>= 0' if name == 'v_err_kms' else '> 0'}, "
+                                  f"got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError(
                 f"data.val_fraction + data.test_fraction = {self.val_fraction + self.test_fraction} leaves no "
@@ -113,7 +143,7 @@ class DataConfig:
 class ModelConfig:
     """CNN encoder per map + fusion with scalar inputs + conditional normalising flow (zuko)."""
 
-    tracer: Literal["stars", "gas", "gas+stars"] = "stars"
+    tracer: TracerMode = "stars"
     """Which tracers the model sees; the same code builds one sky-map and one phase-space branch per tracer."""
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])
     """Channels of the strided conv stages of each branch (each stage halves the map)."""
@@ -127,8 +157,13 @@ class ModelConfig:
     """Hidden layer widths of each transform's conditioner."""
 
     def __post_init__(self) -> None:
-        if not self.widths:
-            raise ConfigError("model.widths must list at least one stage width")
+        if not self.widths or min(self.widths) < 1:
+            raise ConfigError(f"model.widths must list at least one stage width, each >= 1, got {self.widths}")
+        for name in ("embed_dim", "flow_transforms"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.flow_hidden or min(self.flow_hidden) < 1:
+            raise ConfigError(f"model.flow_hidden must list widths >= 1, got {self.flow_hidden}")
 
 
 @dataclass
@@ -184,6 +219,16 @@ class TrainConfig:
         if self.log_every < 0 or self.aug_noise < 0:
             raise ConfigError(f"train.log_every and train.aug_noise must be >= 0, got {self.log_every}, "
                               f"{self.aug_noise}. HINT: 0 switches them off.")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}. HINT: 1e-3 is a good start for AdamW")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}. "
+                              "HINT: 1 keeps only the newest checkpoint (resume needs one)")
+        for name in ("warmup_epochs", "weight_decay", "grad_clip", "patience", "threads", "num_workers",
+                     "max_steps_per_epoch"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}. HINT: 0 means "
+                                  "off / the default (see galmass/config.py)")
 
 
 @dataclass
@@ -200,6 +245,13 @@ class EvalConfig:
     """Seed for posterior sampling and TARP reference points."""
     data_path: str = ""
     """Dataset to evaluate on; empty means the dataset the run was trained on (data.path)."""
+
+    def __post_init__(self) -> None:
+        if self.posterior_samples < 1 or self.batch_size < 1:
+            raise ConfigError(f"evaluate.posterior_samples and evaluate.batch_size must be >= 1, got "
+                              f"{self.posterior_samples}, {self.batch_size}")
+        if self.seed < 0:
+            raise ConfigError(f"evaluate.seed must be >= 0, got {self.seed}")
 
 
 @dataclass
@@ -263,14 +315,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # PyYAML (YAML 1.1) reads "1e-3" as a string; accept exactly what float() accepts.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: got {value!r}, expected a finite number")
+            return number
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -335,18 +392,40 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first on line {seen[key] + 1}, again on line "
+                f"{key_node.start_mark.line + 1}): YAML would keep only the last one", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_yaml(path: str | Path, what: str = "sections") -> dict[str, Any]:
+    """Read a YAML mapping strictly: missing file, invalid YAML, duplicate keys and a non-mapping top level raise
+    ConfigError naming the file. ``what`` names the expected top-level keys in the message."""
+    path = Path(path)
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: top level must be a mapping of {what}, got {type(data).__name__}")
     return data
 
 
@@ -357,7 +436,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         ConfigError: naming the file (or ``command line``) and the offending key.
     """
     where = str(path) if path is not None else "defaults"
-    data = _read_yaml(Path(path)) if path is not None else {}
+    data = read_yaml(path) if path is not None else {}
     sections = [f.name for f in dataclasses.fields(Config)]
     for section, body in data.items():
         if section not in sections:
@@ -394,3 +473,28 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 def dump_config(cfg: Config) -> str:
     """The fully resolved config as YAML text (what each run directory stores)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def data_identity(data: DataConfig) -> dict[str, Any]:
+    """The data section without the keys that do not change the samples (``DATA_NON_CONTENT_KEYS``)."""
+    return {k: v for k, v in config_to_dict(data).items() if k not in DATA_NON_CONTENT_KEYS}
+
+
+def data_hash(data: DataConfig | Mapping[str, Any]) -> str:
+    """Hex digest (16 characters) identifying the samples a data section generates: every dataset, shard and
+    trained model records it, and a step given a different one refuses to mix them.
+
+    Accepts a DataConfig or the identity mapping stored in a manifest (``manifest["config"]``).
+    """
+    ident = data_identity(data) if isinstance(data, DataConfig) else {
+        k: v for k, v in data.items() if k not in DATA_NON_CONTENT_KEYS}
+    text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_diffs(old: Mapping[str, Any], new: Mapping[str, Any],
+                 free: frozenset[tuple[str, str]] = RESUME_FREE_KEYS) -> list[str]:
+    """``section.key: old → new`` for every key of ``new`` (a config dict) that differs from ``old``, except the
+    ``free`` ones. Used wherever a stored config is compared with a new one (training resume, sweep cells)."""
+    return [f"{s}.{k}: {old.get(s, {}).get(k)!r} → {v!r}" for s, body in new.items() for k, v in body.items()
+            if (s, k) not in free and old.get(s, {}).get(k) != v]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from galmass.config import ConfigError
-from galmass.datasets import ShardedDataset, TruthProfiles, tracer_keys
+from galmass.config import Config, ConfigError
+from galmass.datasets import DatasetError, ShardedDataset, TruthProfiles, load_manifest, scalar_index, tracer_keys
+from galmass.datasets.integrity import manifest_hash, sha256_file
 from galmass.metrics.estimators import ESTIMATORS
 from galmass.metrics.summary import compute_metrics
-from galmass.train import load_trained, to_torch
+from galmass.models.io import load_trained, to_torch
 from hpc.atomic import atomic_write_bytes, atomic_write_json
 from hpc.launchers import MpiEnv
 
@@ -132,6 +134,47 @@ def posterior_samples(model, data: ShardedDataset, n_samples: int, batch_size: i
     return _concat(parts)
 
 
+def resolve_dataset(run_dir: Path, cfg: Config, blob: dict[str, Any], data_path: str | None
+                    ) -> tuple[Path, bool]:
+    """The dataset to evaluate on and whether it is the run's own training dataset.
+
+    Without ``data_path`` the run's own dataset is used: the absolute path recorded in the model file (a relative
+    ``data.path`` meant the directory training ran in, not the current one), else ``data.path``. Its manifest must
+    carry the data hash the model was trained on — a different dataset at that path is refused, never evaluated
+    under the run's name. An explicit ``data_path`` may be any dataset (cross-suite evaluation).
+    """
+    trained_hash = blob.get("data_hash")
+    if data_path:
+        path = Path(data_path)
+        manifest = load_manifest(path)
+        return path, trained_hash is not None and manifest_hash(manifest) == trained_hash
+    candidates = [Path(p) for p in (blob.get("data_path"), cfg.evaluate.data_path or None, cfg.data.path) if p]
+    for path in candidates:
+        if (path / "manifest.json").exists():
+            found = manifest_hash(load_manifest(path))
+            if trained_hash is None or found == trained_hash:
+                return path, True
+            raise DatasetError(
+                f"{path}: this dataset (hash {found}) is not the one {run_dir} was trained on (hash "
+                f"{trained_hash}); evaluating it would write numbers of another dataset under the run's name. "
+                "HINT: run from the directory training ran in, or pass the right dataset with --data "
+                "(an explicit --data is evaluated into eval-<dataset>-<split>)")
+    raise DatasetError(f"{run_dir}: its training dataset was not found (looked in "
+                       f"{', '.join(str(c) for c in candidates)}). HINT: pass it with --data")
+
+
+def _check_output(out_dir: Path, identity: dict[str, Any]) -> None:
+    """An evaluation directory holds one (model, dataset, split, samples, seed): refuse to overwrite another's."""
+    old_path = out_dir / "metrics.json"
+    if not old_path.exists():
+        return
+    old = json.loads(old_path.read_text())
+    diffs = [f"{k}: {old.get(k)!r} → {v!r}" for k, v in identity.items() if old.get(k) != v]
+    if diffs:
+        raise ConfigError(f"{old_path} holds an evaluation of other inputs ({'; '.join(diffs)}); not overwritten. "
+                          "HINT: pass another --out, or delete that directory")
+
+
 def evaluate(run_dir: str | Path, data_path: str | None = None, split: str | None = None,
              out_dir: str | Path | None = None, n_samples: int | None = None) -> Path:
     """Evaluate ``run_dir`` and write ``metrics.json`` and ``residuals.npz``; returns the evaluation directory.
@@ -144,32 +187,30 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, split: str | Non
     run_dir = Path(run_dir)
     model, cfg, blob = load_trained(run_dir)
     ev = cfg.evaluate
-    data_path = data_path or ev.data_path or cfg.data.path
     split = split or ev.split
-    n_samples = n_samples or ev.posterior_samples
-    data = ShardedDataset(data_path, split, tracer_keys(cfg.model.tracer) + ("scalars", "labels"), meta=True)
+    n_samples = ev.posterior_samples if n_samples is None else n_samples
+    if n_samples < 1:
+        raise ConfigError(f"--samples must be >= 1 posterior draws per projection, got {n_samples}")
+    path, own = resolve_dataset(run_dir, cfg, blob, data_path)
+    data = ShardedDataset(path, split, tracer_keys(cfg.model.tracer) + ("scalars", "labels"), meta=True)
     if int(data.manifest["npix"]) != int(blob["npix"]):
-        raise ValueError(f"{data_path}: maps are {data.manifest['npix']} px, the model was trained on {blob['npix']} px")
-    if out_dir is None:
-        same = Path(data_path).resolve() == Path(cfg.data.path).resolve()
-        out_dir = run_dir / (f"eval-{split}" if same else f"eval-{Path(data_path).name}-{split}")
-    out_dir = Path(out_dir)
+        raise DatasetError(f"{path}: maps are {data.manifest['npix']} px, the model was trained on {blob['npix']} px. "
+                           "HINT: evaluate on a dataset made with the same data.npix")
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / (
+        f"eval-{split}" if own else f"eval-{path.name}-{split}")
+    identity = {"model_sha256": sha256_file(run_dir / "best.pt"), "data_hash": manifest_hash(data.manifest),
+                "split": split, "posterior_samples": n_samples, "seed": ev.seed}
+    _check_output(out_dir, identity)
     res = posterior_samples(model, data, n_samples, ev.batch_size, ev.seed, comm=comm)
     if rank != 0:
         return out_dir
-    rh_kpc = 10 ** res["scalars"][:, 0]
-    sigma_kms = 10 ** res["scalars"][:, 1]
-    truth = TruthProfiles(data)
-    est_radii = rh_kpc[:, None] * np.array([e.radius_factor for e in ESTIMATORS])[None, :]
-    true_at_est = truth.log_mass_at(res["galaxy_id"], est_radii)
-    metrics, arrays = compute_metrics(res["samples"], res["labels"], sigma_kms, rh_kpc, true_at_est,
-                                      np.random.default_rng(ev.seed))
+    metrics, arrays = _metrics(res, data, ev.seed)
     metrics.update(
-        run=str(run_dir), tracer=cfg.model.tracer, dataset=str(data_path), split=split,
-        n_galaxies=int(len(np.unique(res["galaxy_id"]))), seed=ev.seed, posterior_samples=n_samples,
+        run=str(run_dir), tracer=cfg.model.tracer, dataset=str(path), **identity,
+        n_galaxies=int(len(np.unique(res["galaxy_id"]))),
         suites=sorted({s["suite"] for s in data.shards}), feedbacks=sorted({s["feedback"] for s in data.shards}),
         train_suites=list(cfg.data.suites), train_feedbacks=list(cfg.data.feedbacks),
-        best_epoch=int(blob["epoch"]), model_nll=float(blob["val_nll"]),
+        best_epoch=int(blob["epoch"]), model_nll=blob["val_nll"], trained_data_hash=blob.get("data_hash"),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays["galaxy_id"] = res["galaxy_id"]
@@ -178,6 +219,15 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, split: str | Non
     atomic_write_bytes(out_dir / "residuals.npz", buf.getvalue())
     atomic_write_json(out_dir / "metrics.json", metrics)
     return out_dir
+
+
+def _metrics(res: dict[str, np.ndarray], data: ShardedDataset, seed: int) -> tuple[dict[str, Any], dict]:
+    """Metrics and per-projection arrays of gathered posterior samples (rank 0)."""
+    rh_kpc = 10 ** res["scalars"][:, scalar_index("log10_rh_kpc")]
+    sigma_kms = 10 ** res["scalars"][:, scalar_index("log10_sigma_stars_kms")]
+    est_radii = rh_kpc[:, None] * np.array([e.radius_factor for e in ESTIMATORS])[None, :]
+    true_at_est = TruthProfiles(data).log_mass_at(res["galaxy_id"], est_radii)
+    return compute_metrics(res["samples"], res["labels"], sigma_kms, rh_kpc, true_at_est, np.random.default_rng(seed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,13 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = evaluate(args.run, args.data, args.split, args.out, args.samples)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"galmass evaluate: {err}", file=sys.stderr)
+    except (ConfigError, DatasetError, FileNotFoundError) as err:
+        print(f"galmass evaluate: error: {err}", file=sys.stderr)
         return 2
     comm = mpi_comm()
     if comm is not None and comm.Get_rank() != 0:
         return 0
-    m: dict[str, Any] = __import__("json").loads((out / "metrics.json").read_text())
+    m: dict[str, Any] = json.loads((out / "metrics.json").read_text())
     if comm is not None:
         print(f"[galmass] evaluated with {comm.Get_size()} MPI ranks (results gathered on rank 0)")
     wolf = m["estimators"].get("Wolf2010", {})

@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["observation_to_sample", "sky_maps", "phase_map", "dispersion_stars", "BEAM_MASK_FRACTION"]
+__all__ = ["observation_to_sample", "sky_maps", "phase_map", "dispersion_stars", "estimate_centre",
+           "BEAM_MASK_FRACTION"]
 
 BEAM_MASK_FRACTION = 1e-4
 """With a beam, a pixel is detected (mask 1) when it holds more than this fraction of the total smoothed weight."""
@@ -55,6 +56,33 @@ def dispersion_stars(v_kms: ArrayLike, v_err_kms: ArrayLike) -> float:
     var = float(np.var(v, ddof=1)) if v.size >= 2 else 0.0
     floor = (0.1 * float(np.mean(err))) ** 2 + 1e-6
     return float(np.sqrt(max(var - float(np.mean(err**2)), floor)))
+
+
+def estimate_centre(x_kpc: ArrayLike, y_kpc: ArrayLike, clip: float = 2.0, max_iter: int = 50
+                    ) -> tuple[float, float]:
+    """Centre of a star catalogue as an observer estimates it from the stars themselves [kpc].
+
+    Start at the median position, then iterate the mean position of the stars within ``clip`` times their median
+    distance from the current centre (a shrinking-aperture centroid: robust to foreground stars spread over the
+    field and to a lopsided outskirt) until it moves by less than 1e-4 of that aperture.
+    """
+    x = _as_1d("x_kpc", x_kpc)
+    y = _as_1d("y_kpc", y_kpc, x.size)
+    if x.size == 0:
+        raise ValueError("no stars given. HINT: estimate_centre needs at least one star")
+    cx, cy = float(np.median(x)), float(np.median(y))
+    for _ in range(max_iter):
+        d = np.hypot(x - cx, y - cy)
+        aperture = clip * float(np.median(d))
+        inside = d <= aperture
+        if aperture <= 0 or not inside.any():
+            break
+        nx, ny = float(x[inside].mean()), float(y[inside].mean())
+        moved = np.hypot(nx - cx, ny - cy)
+        cx, cy = nx, ny
+        if moved < 1e-4 * aperture:
+            break
+    return cx, cy
 
 
 def sky_maps(

@@ -25,7 +25,7 @@ import torch
 
 from galmass.maps import observation_to_sample
 from galmass.metrics.estimators import ESTIMATORS, estimator_log_mass
-from galmass.train import load_trained
+from galmass.models.io import load_trained
 from hpc.atomic import atomic_write_bytes, atomic_write_json
 
 __all__ = ["Catalogue", "read_catalogue", "check_range", "predict", "main", "MIN_STARS", "CatalogueError"]

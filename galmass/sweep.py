@@ -317,7 +317,7 @@ class GenerateDataset:
     """Job: generate (or finish generating) the mock dataset of ``config_path``'s data section."""
 
     def __call__(self, config_path: str, workers: int) -> str:
-        from galmass.datasets.writer import generate_dataset
+        from galmass.mocks.generate import generate_dataset
 
         cfg = load_config(config_path)
         return str(generate_dataset(cfg.data, workers=workers).parent)

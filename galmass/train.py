@@ -1,7 +1,12 @@
 """Training of the mass posterior (``galmass train``; also ``torchrun -m galmass.train``).
 
 The same code runs in one process, under ``torchrun --nproc_per_node=N`` and under ``srun`` (launcher detection in
-``hpc.launchers``). Guarantees:
+``hpc.launchers``). It reads as a sequence of named steps over one :class:`Session`:
+
+    check the geometry → lock the run directory → check a stored config → open the dataset (hash and checksums)
+    → build model, optimiser, loader → record the config → resume → epochs (steps, validation, checkpoint) → finish
+
+Guarantees:
 
 * **DDP equivalence** – the data order depends only on (seed, epoch); every rank takes an equal contiguous slice of
   each global batch (``hpc.sampler.GlobalBatchSampler``); GroupNorm keeps samples independent. N ranks therefore
@@ -9,14 +14,15 @@ The same code runs in one process, under ``torchrun --nproc_per_node=N`` and und
 * **Exact resume** – a full-state checkpoint (model, optimiser, scheduler, early-stopping state, RNG) is written
   atomically after every epoch; rerunning the same command continues from the newest readable one and ends with
   the same weights as an uninterrupted run.
-* **Preemption** – SIGUSR2 (submitit, ``sbatch --signal=USR2@…``) or SIGTERM (``scancel``, Slurm preemption) make
-  every rank finish the current step; rank 0 then writes a checkpoint that also holds the loader position (epoch,
-  step within the epoch), asks Slurm to requeue the job when ``SLURM_JOB_ID`` is set, and the process exits with
-  ``hpc.preempt.PREEMPT_EXIT_CODE`` (75). Rerunning the same command continues from that step (``hpc.preempt``).
-* **Loaders** – ``train.loader=torch`` (DataLoader) or ``dali`` (NVIDIA DALI); both read the same batches in the
-  same order through ``hpc.dali_loader.BatchSource`` (optional sky-plane augmentation, ``hpc.augment``).
-* **Finished work is never overwritten** – a run directory with ``done.json`` is left alone; a run directory
-  created with a different config is refused.
+* **Preemption** – SIGUSR2 or SIGTERM make every rank finish the current step; rank 0 writes a checkpoint that
+  also holds the loader position, asks Slurm to requeue the job (unless the caller owns requeueing, as the
+  submitit sweep does: ``train(cfg, requeue=False)``) and the process exits with ``hpc.preempt.PREEMPT_EXIT_CODE``.
+* **Nothing mixed** – one process per run directory (a lock); the dataset must be the one the config describes
+  (``data_hash``), verified by checksum (train and validation shards); a run directory keeps one config
+  (only :data:`galmass.config.RESUME_FREE_KEYS` may change); ``config.yaml`` is written only once everything
+  has been validated, so a failed start leaves nothing behind.
+* **Divergence is an error** – a non-finite loss or gradient stops training before the bad step is applied, with
+  the epoch and step; the checkpoints of earlier epochs stay intact.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,51 +39,160 @@ import numpy as np
 import torch
 import yaml
 
-from galmass.config import Config, ConfigError, config_to_dict, dump_config, load_config
+from galmass.config import Config, ConfigError, config_diffs, config_to_dict, data_hash, dump_config, load_config
 from galmass.datasets import DatasetError, ShardedDataset, load_manifest, tracer_keys
+from galmass.datasets.integrity import manifest_hash
 from galmass.models import MassPosterior
+from galmass.models.io import build_model, save_model, to_torch
 from hpc import checkpoint as ckpt
-from hpc.atomic import atomic_path, atomic_write_json, atomic_write_text
+from hpc.atomic import DiskFullError, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader, dali_available
-from hpc.dist import DistInfo, all_reduce_sum, autocast_context, barrier, cleanup, init_distributed
+from hpc.dist import DistInfo, all_reduce_sum, autocast_context, barrier, broadcast_object, cleanup, init_distributed
+from hpc.lock import DirectoryLock, LockedError
 from hpc.preempt import PREEMPT_EXIT_CODE, PreemptionHandler, request_requeue
 from hpc.sampler import split_evenly
 
-__all__ = ["train", "build_model", "load_trained", "to_torch", "main", "Preempted"]
+__all__ = ["train", "main", "Preempted", "TrainingDiverged", "Session", "Progress"]
 
-# Keys of the resolved config that may change between an interrupted run and its resumption without changing
-# the result (they control output, not numerics). The loader is one of them: both paths yield the same batches.
-_RESUME_FREE_KEYS = {("train", "progress"), ("train", "num_workers"), ("data", "workers"), ("train", "log_every"),
-                     ("train", "loader")}
+LOG_LINES_PER_EPOCH = 10
+"""Without a terminal (cluster logs) and without ``train.log_every``, this many plain lines are printed per epoch."""
 
 
 class Preempted(Exception):
     """Training stopped on a preemption signal after writing a checkpoint; rerun the same command to resume."""
 
 
-def to_torch(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN/inf; nothing from the failing epoch was saved."""
 
 
-def build_model(cfg: Config, manifest: dict[str, Any]) -> MassPosterior:
-    """A freshly initialised model (weights depend on ``cfg.train.seed`` only)."""
-    torch.manual_seed(cfg.train.seed)
-    return MassPosterior(cfg.model, int(manifest["npix"]), manifest["normalisation"],
-                         n_labels=len(manifest["radii_factors"]))
+@dataclass
+class Progress:
+    """Where training stands: what a checkpoint restores (besides weights, optimiser and RNG)."""
+
+    epoch: int = 0
+    """Next epoch to run."""
+    step: int = 0
+    """First step of that epoch (> 0 only after a mid-epoch preemption)."""
+    best: float = math.inf
+    """Best validation NLL so far."""
+    bad_epochs: int = 0
+    """Epochs since the best one (early stopping)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: dict[str, float] = field(default_factory=lambda: {"loss_sum": 0.0, "n_steps": 0, "seconds": 0.0})
+    """Accumulators of an epoch cut by preemption."""
+    stop: bool = False
+    """Early stopping triggered."""
+    signalled: bool = False
+    """A preemption signal arrived on the last step of the current epoch: exit after its checkpoint."""
 
 
-def load_trained(run_dir: str | Path, which: str = "best", map_location: str = "cpu") -> tuple[MassPosterior, Config, dict]:
-    """Model, resolved config and metadata of a trained run (``best.pt``)."""
-    run_dir = Path(run_dir)
-    path = run_dir / f"{which}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist. HINT: train the run first (`galmass train`).")
-    blob = torch.load(path, map_location=map_location, weights_only=False)
-    cfg = load_config(run_dir / "config.yaml")
-    model = MassPosterior(cfg.model, int(blob["npix"]), blob["normalisation"], n_labels=len(blob["radii_factors"]))
-    model.load_state_dict(blob["model"])
-    model.eval()
-    return model, cfg, blob
+@dataclass
+class Session:
+    """Everything one training run works on; the steps below read and update it."""
+
+    cfg: Config
+    info: DistInfo
+    run_dir: Path
+    manifest: dict[str, Any]
+    data_hash: str
+    train_set: ShardedDataset
+    val_set: ShardedDataset
+    model: MassPosterior
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    source: BatchSource
+    requeue: bool = True
+    progress: Progress = field(default_factory=Progress)
+    loader: Any = None
+    writer: Any = None
+    handler: PreemptionHandler = field(default_factory=PreemptionHandler)
+
+    @property
+    def main(self) -> bool:
+        return self.info.rank == 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.source.steps_per_epoch
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def state(self, done_epoch: int, position: dict[str, Any] | None) -> dict[str, Any]:
+        """Full training state for a checkpoint; ``position`` is set for a mid-epoch (preemption) one."""
+        p = self.progress
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "rng": ckpt.capture_rng_state(), "epoch": done_epoch,
+                "best": p.best, "bad_epochs": p.bad_epochs, "history": p.history, "config": config_to_dict(self.cfg),
+                "position": position, "data_hash": self.data_hash}
+
+    def log(self, text: str) -> None:
+        if self.main:
+            print(f"[galmass] {text}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ set-up steps
+
+
+def check_geometry(cfg: Config, info: DistInfo) -> None:
+    """Batch divisible by the ranks; the requested loader importable."""
+    if cfg.train.batch_size % info.world_size:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is not divisible by the {info.world_size} ranks. "
+            f"HINT: --train.batch_size={cfg.train.batch_size - cfg.train.batch_size % info.world_size or info.world_size}"
+        )
+    if cfg.train.loader == "dali" and not dali_available():
+        raise ConfigError(
+            "train.loader=dali but NVIDIA DALI is not installed (import nvidia.dali failed). HINT: pip install the "
+            "nvidia-dali-cudaXXX wheel matching your CUDA (or `pip install -e .[dali]`), or use --train.loader=torch."
+        )
+
+
+def lock_run_dir(run_dir: Path, info: DistInfo) -> DirectoryLock | None:
+    """Rank 0 locks the run directory; every rank raises the same error if another process holds it."""
+    lock, error = None, None
+    if info.rank == 0:
+        try:
+            lock = DirectoryLock(run_dir, "galmass train").acquire()
+        except LockedError as err:
+            error = str(err)
+    error = broadcast_object(error)
+    if error:
+        raise ConfigError(error)
+    return lock
+
+
+def check_stored_config(run_dir: Path, cfg: Config) -> None:
+    """A run directory keeps one config: refuse a different one (free keys aside) before any work."""
+    stored = run_dir / "config.yaml"
+    if not stored.exists():
+        return
+    diffs = config_diffs(yaml.safe_load(stored.read_text()) or {}, config_to_dict(cfg))
+    if diffs:
+        raise ConfigError(
+            f"{stored}: this run directory was started with a different config ({'; '.join(diffs)}). "
+            "Resuming would mix two runs. HINT: use another --train.run_dir."
+        )
+
+
+def open_data(cfg: Config) -> tuple[dict[str, Any], str, ShardedDataset, ShardedDataset]:
+    """The dataset of ``cfg.data``: its manifest must carry the hash of this data config; shards are verified."""
+    manifest = load_manifest(cfg.data.path)
+    wanted, found = data_hash(cfg.data), manifest_hash(manifest)
+    if wanted != found:
+        stored = manifest["config"]
+        diffs = [f"data.{k}: dataset has {stored.get(k)!r}, config says {v!r}"
+                 for k, v in config_to_dict(cfg.data).items() if k in stored and stored[k] != v]
+        raise DatasetError(
+            f"{Path(cfg.data.path) / 'manifest.json'}: this dataset was made with a different data config "
+            f"({'; '.join(diffs) or 'hash ' + found + ' vs ' + wanted}). Training would record settings the data "
+            "do not have. HINT: run `galmass mock` with this config (another data.path), or drop the data overrides")
+    keys = tracer_keys(cfg.model.tracer) + ("scalars", "labels")
+    # Both splits are checksummed: the validation NLL picks best.pt and stops training.
+    return manifest, found, ShardedDataset(cfg.data.path, "train", keys), ShardedDataset(cfg.data.path, "val", keys)
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int):
@@ -89,268 +205,296 @@ def _lr_lambda(total_steps: int, warmup_steps: int):
     return f
 
 
-def _prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, bool]:
-    """Check/create the run directory; returns (run_dir, already_finished)."""
-    run_dir = Path(cfg.train.run_dir)
-    if (run_dir / "done.json").exists():
-        return run_dir, True
-    stored = run_dir / "config.yaml"
-    if stored.exists():
-        old = yaml.safe_load(stored.read_text())
-        new = config_to_dict(cfg)
-        diffs = [
-            f"{s}.{k}: {old.get(s, {}).get(k)!r} → {v!r}"
-            for s, body in new.items() for k, v in body.items()
-            if (s, k) not in _RESUME_FREE_KEYS and old.get(s, {}).get(k) != v
-        ]
-        if diffs:
-            raise ConfigError(
-                f"{stored}: this run directory was started with a different config ({'; '.join(diffs)}). "
-                "Resuming would mix two runs. HINT: use another --train.run_dir."
-            )
-    elif info.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(stored, dump_config(cfg))
-    return run_dir, False
-
-
-def _validation_nll(model: MassPosterior, data: ShardedDataset, info: DistInfo, batch: int) -> float:
-    """Mean NLL over the whole split: each rank takes a contiguous part, sums are reduced once at the end."""
-    lo, hi = split_evenly(len(data), info.rank, info.world_size)
-    total, count = 0.0, 0
-    model.eval()
-    with torch.no_grad():
-        for start in range(lo, hi, batch):
-            b = to_torch(data.get_batch(np.arange(start, min(hi, start + batch))), info.device)
-            nll = model(b)
-            total += float(nll.double().sum())
-            count += int(nll.numel())
-    model.train()
-    total, count = all_reduce_sum([total, float(count)])
-    return total / max(count, 1.0)
-
-
-def train(cfg: Config) -> Path:
-    """Train (or resume, or skip if finished) the run ``cfg.train.run_dir``; returns the run directory."""
-    info = init_distributed()
-    try:
-        return _train(cfg, info)
-    finally:
-        cleanup()
-
-
-def _train(cfg: Config, info: DistInfo) -> Path:
-    main = info.rank == 0
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    if cfg.train.batch_size % info.world_size:
-        raise ConfigError(
-            f"train.batch_size={cfg.train.batch_size} is not divisible by the {info.world_size} ranks. "
-            f"HINT: --train.batch_size={cfg.train.batch_size - cfg.train.batch_size % info.world_size or info.world_size}"
-        )
-    if cfg.train.loader == "dali" and not dali_available():
-        raise ConfigError(
-            "train.loader=dali but NVIDIA DALI is not installed (import nvidia.dali failed). HINT: pip install "
-            "nvidia-dali-cuda120 (or `pip install -e .[dali]`), or use --train.loader=torch."
-        )
-    run_dir, finished = _prepare_run_dir(cfg, info)
-    if finished:
-        if main:
-            print(f"[galmass] {run_dir} is already finished (done.json); nothing to do.", flush=True)
-        return run_dir
-    barrier()
-
-    manifest = load_manifest(cfg.data.path)
-    keys = tracer_keys(cfg.model.tracer) + ("scalars", "labels")
-    train_set = ShardedDataset(cfg.data.path, "train", keys)
-    val_set = ShardedDataset(cfg.data.path, "val", keys, verify=False)
-
+def build_session(cfg: Config, info: DistInfo, run_dir: Path, requeue: bool) -> Session:
+    """Open the data and build model, DDP wrapper, optimiser, schedule and batch source (nothing written)."""
+    manifest, h, train_set, val_set = open_data(cfg)
     model = build_model(cfg, manifest).to(info.device)
     net: torch.nn.Module = model
     if info.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
-        )
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    keys = train_set.keys
     source = BatchSource(
         train_set, keys, cfg.train.batch_size, info.rank, info.world_size, cfg.train.seed,
         shuffle=True, pad=True, max_steps=cfg.train.max_steps_per_epoch,
         sky_keys=[k for k in keys if k.startswith("maps_")], augment=cfg.train.augment, noise=cfg.train.aug_noise,
         block=cfg.train.shuffle_block,
     )
-    steps_per_epoch = source.steps_per_epoch
-    total_steps = steps_per_epoch * cfg.train.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    spe = source.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, _lr_lambda(total_steps, max(1, int(cfg.train.warmup_epochs * steps_per_epoch)))
-    )
+        opt, _lr_lambda(spe * cfg.train.epochs, max(1, int(cfg.train.warmup_epochs * spe))))
+    return Session(cfg, info, run_dir, manifest, h, train_set, val_set, model, net, opt, sched, source, requeue)
 
-    start_epoch, start_step, best, bad_epochs, history = 0, 0, float("inf"), 0, []
-    partial = {"loss_sum": 0.0, "n_steps": 0, "seconds": 0.0}  # accumulators of an epoch cut by preemption
-    ckpt_dir = run_dir / "checkpoints"
-    state, path = ckpt.load_latest(ckpt_dir)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        ckpt.restore_rng_state(state["rng"])
-        start_epoch, best, bad_epochs, history = (
-            state["epoch"] + 1, state["best"], state["bad_epochs"], state["history"]
-        )
-        if state.get("position") is not None:  # written on preemption, in the middle of an epoch
-            pos = state["position"]
-            start_epoch, start_step = int(pos["epoch"]), int(pos["step"])
-            partial = {"loss_sum": float(pos["loss_sum"]), "n_steps": int(pos["n_steps"]),
-                       "seconds": float(pos["seconds"])}
-        if main:
-            print(f"[galmass] resuming {run_dir} from {path.name} (epoch {start_epoch}, step {start_step})",
-                  flush=True)
 
-    writer = None
-    loader: TorchLoader | DaliLoader
-    if cfg.train.loader == "dali":
-        loader = DaliLoader(source, start_epoch, start_step, num_workers=cfg.train.num_workers,
-                            device_id=info.device.index if info.device.type == "cuda" else None)
-    else:
-        loader = TorchLoader(source, num_workers=cfg.train.num_workers)
-    if main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch * steps_per_epoch + start_step)
-        print(
-            f"[galmass] train {cfg.model.tracer}: {len(train_set)} train / {len(val_set)} val projections, "
-            f"{info.world_size} rank(s) [{info.launcher}, {info.backend or 'no process group'}, {info.device}], "
-            f"global batch {cfg.train.batch_size}, {steps_per_epoch} steps/epoch, "
-            f"{sum(p.numel() for p in model.parameters())} parameters, loader: {loader.name} "
-            f"({cfg.train.num_workers} workers{', augmented' if cfg.train.augment else ''})"
-            f"{', bf16 autocast' if cfg.train.bf16 and info.device.type == 'cuda' else ''}",
-            flush=True,
-        )
-    reduce = all_reduce_sum if info.world_size > 1 else None  # all ranks must agree to stop at the same step
-
-    def state_for(done_epoch: int, position: dict[str, Any] | None) -> dict[str, Any]:
-        """The full training state for a checkpoint; ``position`` is set for a mid-epoch (preemption) one."""
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": ckpt.capture_rng_state(), "epoch": done_epoch, "best": best, "bad_epochs": bad_epochs,
-                "history": history, "config": config_to_dict(cfg), "position": position}
-
-    stop = preempted = False
-    handler = PreemptionHandler().install()
-    try:
-        for epoch in range(start_epoch, cfg.train.epochs):
-            if stop or preempted:
-                break
-            first = start_step if epoch == start_epoch else 0
-            t0 = time.perf_counter()
-            if first == 0:
-                partial = {"loss_sum": 0.0, "n_steps": 0, "seconds": 0.0}
-            loss_sum, n_steps = partial["loss_sum"], partial["n_steps"]
-            bar = None
-            if main and cfg.train.progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch}", unit="step", leave=False,
-                           file=sys.stderr)
-            for step, batch in enumerate(loader.epoch(epoch, first), start=first):
-                batch = to_torch(batch, info.device)
-                with autocast_context(info.device, cfg.train.bf16):
-                    loss = net(batch).float().mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                opt.step()
-                sched.step()
-                loss_sum += float(loss.detach())
-                n_steps += 1
-                if writer is not None:
-                    writer.add_scalar("train/nll", float(loss.detach()), epoch * steps_per_epoch + step)
-                if bar is not None:
-                    bar.update()
-                    bar.set_postfix(nll=f"{float(loss.detach()):.3f}")
-                if main and cfg.train.log_every and (step + 1) % cfg.train.log_every == 0:
-                    print(f"[galmass] epoch {epoch} step {step + 1}/{steps_per_epoch} NLL {float(loss):.4f}",
-                          flush=True)
-                # Step boundary: weights, optimiser and loader position are consistent here.
-                if handler.should_stop(reduce):
-                    preempted = True
-                    if step + 1 < steps_per_epoch:
-                        seconds = partial["seconds"] + time.perf_counter() - t0
-                        position = {"epoch": epoch, "step": step + 1, "loss_sum": loss_sum, "n_steps": n_steps,
-                                    "seconds": seconds}
-                        if bar is not None:
-                            bar.close()
-                        _preempt_exit(handler, main, writer, ckpt_dir, epoch,
-                                      state_for(epoch - 1, position) if main else {}, cfg, info)
-                    break  # last step of the epoch: finish it normally (validation, checkpoint), then exit
-            if bar is not None:
-                bar.close()
-            train_nll = all_reduce_sum([loss_sum / max(n_steps, 1)])[0] / info.world_size
-            val_nll = _validation_nll(model, val_set, info, max(64, cfg.train.batch_size))
-            elapsed = partial["seconds"] + time.perf_counter() - t0
-            improved = val_nll < best
-            if improved:
-                best, bad_epochs = val_nll, 0
-            else:
-                bad_epochs += 1
-            history.append({"epoch": epoch, "train_nll": train_nll, "val_nll": val_nll, "seconds": elapsed,
-                            "lr": sched.get_last_lr()[0]})
-            stop = cfg.train.patience > 0 and bad_epochs >= cfg.train.patience
-            if main:
-                writer.add_scalar("val/nll", val_nll, (epoch + 1) * steps_per_epoch)
-                writer.add_scalar("train/lr", sched.get_last_lr()[0], (epoch + 1) * steps_per_epoch)
-                writer.flush()
-                if improved:
-                    _save_model(run_dir / "best.pt", model, cfg, manifest, epoch, val_nll)
-                ckpt.save_checkpoint(ckpt_dir, epoch, state_for(epoch, None), keep=cfg.train.keep_checkpoints)
-                print(
-                    f"[galmass] epoch {epoch:3d}  train NLL {train_nll:8.4f}  val NLL {val_nll:8.4f}"
-                    f"{'  *best' if improved else ''}  "
-                    f"{(steps_per_epoch - first) * cfg.train.batch_size / (time.perf_counter() - t0):7.1f} samples/s",
-                    flush=True,
-                )
-            barrier()
-            # A signal that arrived during validation also stops here, unless the run is complete anyway.
-            more = epoch + 1 < cfg.train.epochs and not stop
-            if more and (preempted or handler.should_stop(reduce)):
-                _preempt_exit(handler, main, writer, None, epoch, {}, cfg, info)
-    finally:
-        handler.uninstall()
-    if main:
-        _save_model(run_dir / "last.pt", model, cfg, manifest, history[-1]["epoch"] if history else -1,
-                    history[-1]["val_nll"] if history else float("nan"))
-        atomic_write_json(run_dir / "done.json", {"best_val_nll": best, "epochs_run": len(history),
-                                                  "stopped_early": stop, "history": history,
-                                                  "world_size": info.world_size})
-        writer.close()
-        print(f"[galmass] finished {run_dir}: best val NLL {best:.4f}", flush=True)
+def record_config(s: Session) -> None:
+    """Write ``config.yaml`` (rank 0, first start only) now that every value and the dataset were validated."""
+    stored = s.run_dir / "config.yaml"
+    if s.main and not stored.exists():
+        atomic_write_text(stored, dump_config(s.cfg))
     barrier()
-    return run_dir
 
 
-def _preempt_exit(handler: PreemptionHandler, main: bool, writer: Any, ckpt_dir: Path | None, epoch: int,
-                  state: dict[str, Any], cfg: Config, info: DistInfo) -> None:
-    """Checkpoint (rank 0; ``ckpt_dir=None`` when the epoch's checkpoint is already written), requeue, raise."""
+def resume(s: Session) -> None:
+    """Restore the newest readable checkpoint of this run directory, if any."""
+    state, path = ckpt.load_latest(s.ckpt_dir)
+    if state is None:
+        return
+    if state.get("data_hash", s.data_hash) != s.data_hash:
+        raise DatasetError(f"{path}: written while training on dataset {state['data_hash']}, but "
+                           f"{s.cfg.data.path} is {s.data_hash}. HINT: point data.path at the run's dataset")
+    s.model.load_state_dict(state["model"])
+    s.opt.load_state_dict(state["optimizer"])
+    s.sched.load_state_dict(state["scheduler"])
+    ckpt.restore_rng_state(state["rng"])
+    best = state["best"] if state["best"] is not None else math.inf
+    s.progress = Progress(epoch=state["epoch"] + 1, best=best, bad_epochs=state["bad_epochs"],
+                          history=state["history"])
+    if state.get("position") is not None:  # written on preemption, in the middle of an epoch
+        pos = state["position"]
+        s.progress.epoch, s.progress.step = int(pos["epoch"]), int(pos["step"])
+        s.progress.partial = {"loss_sum": float(pos["loss_sum"]), "n_steps": int(pos["n_steps"]),
+                              "seconds": float(pos["seconds"])}
+    s.log(f"resuming {s.run_dir} from {path.name} (epoch {s.progress.epoch}, step {s.progress.step})")
+
+
+def open_outputs(s: Session) -> None:
+    """Loader (at the resume position), TensorBoard writer (rank 0) and the start line."""
+    cfg, info, p = s.cfg, s.info, s.progress
+    if cfg.train.loader == "dali":
+        s.loader = DaliLoader(s.source, p.epoch, p.step, num_workers=cfg.train.num_workers,
+                              device_id=info.device.index if info.device.type == "cuda" else None)
+    else:
+        s.loader = TorchLoader(s.source, num_workers=cfg.train.num_workers)
+    if not s.main:
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    s.writer = SummaryWriter(str(s.run_dir / "tb"), purge_step=p.epoch * s.steps_per_epoch + p.step)
+    s.log(f"train {cfg.model.tracer}: {len(s.train_set)} train / {len(s.val_set)} val projections, "
+          f"{info.world_size} rank(s) [{info.launcher}, {info.backend or 'no process group'}, {info.device}], "
+          f"global batch {cfg.train.batch_size}, {s.steps_per_epoch} steps/epoch, "
+          f"{sum(q.numel() for q in s.model.parameters())} parameters, loader: {s.loader.name} "
+          f"({cfg.train.num_workers} workers{', augmented' if cfg.train.augment else ''})"
+          f"{', bf16 autocast' if cfg.train.bf16 and info.device.type == 'cuda' else ''}, dataset {s.data_hash}")
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+def train_step(s: Session, batch: dict[str, Any], where: str) -> tuple[float, bool]:
+    """One optimiser step; returns (loss, preemption requested on any rank).
+
+    One all-reduce per step carries two flags: a non-finite loss/gradient on any rank (then nothing is applied and
+    every rank raises :class:`TrainingDiverged`) and a preemption signal on any rank (every rank stops after this
+    step, so no rank waits in a collective the others left).
+    """
+    cfg = s.cfg
+    batch = to_torch(batch, s.info.device)
+    with autocast_context(s.info.device, cfg.train.bf16):
+        loss = s.net(batch).float().mean()
+    s.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf
+    norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), max_norm)
+    value = float(loss.detach())
+    bad = 0.0 if math.isfinite(value) and math.isfinite(float(norm)) else 1.0
+    flags = [bad, 1.0 if s.handler.requested else 0.0]
+    if s.info.world_size > 1:
+        flags = all_reduce_sum(flags)
+    if flags[0] > 0:
+        raise TrainingDiverged(
+            f"training diverged at {where}: the loss or gradient is NaN/inf on {int(flags[0])} of "
+            f"{s.info.world_size} rank(s) (loss {value}, gradient norm {float(norm)}, lr {s.sched.get_last_lr()[0]:g})."
+            f" The step was not applied; the checkpoints in {s.ckpt_dir} hold the epochs before. HINT: lower "
+            "--train.lr or set --train.grad_clip, in a new --train.run_dir (a run directory keeps its config)")
+    s.opt.step()
+    s.sched.step()
+    return value, flags[1] > 0
+
+
+def _bar(s: Session, epoch: int, first: int):
+    if not (s.main and s.cfg.train.progress):
+        return None
+    from tqdm import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (a cluster log would get thousands of \r updates).
+    return tqdm(total=s.steps_per_epoch, initial=first, desc=f"epoch {epoch}", unit="step", leave=False,
+                file=sys.stderr, disable=None)
+
+
+def _log_every(s: Session, bar: Any) -> int:
+    if s.cfg.train.log_every:
+        return s.cfg.train.log_every
+    if bar is None or getattr(bar, "disable", False):  # no visible bar: plain lines for the log
+        return max(1, s.steps_per_epoch // LOG_LINES_PER_EPOCH)
+    return 0
+
+
+def run_epoch(s: Session, epoch: int) -> tuple[float, int, float]:
+    """The steps of one epoch; returns (loss sum, steps, seconds) including a preempted part resumed here.
+
+    On a preemption signal: a mid-epoch checkpoint (rank 0), requeue, :class:`Preempted`. When the signal comes on
+    the epoch's last step the epoch is finished normally (validation, checkpoint) and the caller exits after it.
+    """
+    p = s.progress
+    first = p.step if epoch == p.epoch else 0
+    if first == 0:
+        p.partial = {"loss_sum": 0.0, "n_steps": 0, "seconds": 0.0}
+    loss_sum, n_steps, t0 = p.partial["loss_sum"], int(p.partial["n_steps"]), time.perf_counter()
+    bar = _bar(s, epoch, first)
+    every = _log_every(s, bar)
+    try:
+        for step, batch in enumerate(s.loader.epoch(epoch, first), start=first):
+            loss, stop = train_step(s, batch, f"epoch {epoch}, step {step}")
+            loss_sum, n_steps = loss_sum + loss, n_steps + 1
+            if s.writer is not None:
+                s.writer.add_scalar("train/nll", loss, epoch * s.steps_per_epoch + step)
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(nll=f"{loss:.3f}")
+            if every and (step + 1) % every == 0:
+                s.log(f"epoch {epoch} step {step + 1}/{s.steps_per_epoch} NLL {loss:.4f}")
+            if stop and step + 1 < s.steps_per_epoch:
+                seconds = p.partial["seconds"] + time.perf_counter() - t0
+                position = {"epoch": epoch, "step": step + 1, "loss_sum": loss_sum, "n_steps": n_steps,
+                            "seconds": seconds}
+                preempt_exit(s, epoch, s.state(epoch - 1, position) if s.main else None)
+            if stop:
+                p.signalled = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return loss_sum, n_steps, p.partial["seconds"] + time.perf_counter() - t0
+
+
+def validation_nll(s: Session, batch: int) -> float:
+    """Mean NLL over the validation split: each rank takes a contiguous part, sums are reduced once."""
+    lo, hi = split_evenly(len(s.val_set), s.info.rank, s.info.world_size)
+    total, count = 0.0, 0
+    s.model.eval()
+    with torch.no_grad():
+        for start in range(lo, hi, batch):
+            b = to_torch(s.val_set.get_batch(np.arange(start, min(hi, start + batch))), s.info.device)
+            nll = s.model(b)
+            total += float(nll.double().sum())
+            count += int(nll.numel())
+    s.model.train()
+    total, count = all_reduce_sum([total, float(count)])
+    return total / max(count, 1.0)
+
+
+def end_epoch(s: Session, epoch: int, loss_sum: float, n_steps: int, seconds: float) -> None:
+    """Validation, early-stopping bookkeeping, best model, checkpoint and the epoch's log line."""
+    p, cfg = s.progress, s.cfg
+    train_nll = all_reduce_sum([loss_sum / max(n_steps, 1)])[0] / s.info.world_size
+    val_nll = validation_nll(s, max(64, cfg.train.batch_size))
+    if not math.isfinite(val_nll):
+        raise TrainingDiverged(f"validation NLL is {val_nll} after epoch {epoch}: the model diverged. HINT: lower "
+                               "--train.lr or set --train.grad_clip, in a new --train.run_dir")
+    improved = val_nll < p.best
+    p.best, p.bad_epochs = (val_nll, 0) if improved else (p.best, p.bad_epochs + 1)
+    lr = s.sched.get_last_lr()[0]
+    p.history.append({"epoch": epoch, "train_nll": train_nll, "val_nll": val_nll, "seconds": seconds, "lr": lr})
+    p.stop = cfg.train.patience > 0 and p.bad_epochs >= cfg.train.patience
+    if s.main:
+        step = (epoch + 1) * s.steps_per_epoch
+        s.writer.add_scalar("val/nll", val_nll, step)
+        s.writer.add_scalar("train/lr", lr, step)
+        s.writer.flush()
+        if improved:
+            save_model(s.run_dir / "best.pt", s.model, cfg, s.manifest, epoch=epoch, val_nll=val_nll,
+                       data_hash=s.data_hash, data_path=cfg.data.path)
+        ckpt.save_checkpoint(s.ckpt_dir, epoch, s.state(epoch, None), keep=cfg.train.keep_checkpoints)
+        rate = n_steps * cfg.train.batch_size / max(seconds, 1e-9)
+        s.log(f"epoch {epoch:3d}  train NLL {train_nll:8.4f}  val NLL {val_nll:8.4f}{'  *best' if improved else ''}"
+              f"  {rate:7.1f} samples/s")
+    barrier()
+
+
+def run_epochs(s: Session) -> None:
+    """Epochs until the budget or early stopping; a preemption signal ends with a checkpoint and Preempted."""
+    with s.handler:
+        for epoch in range(s.progress.epoch, s.cfg.train.epochs):
+            s.progress.signalled = False
+            end_epoch(s, epoch, *run_epoch(s, epoch))
+            # A signal during validation (or on the epoch's last step) stops here, unless the run is complete.
+            more = epoch + 1 < s.cfg.train.epochs and not s.progress.stop
+            signalled = s.progress.signalled or s.handler.should_stop(
+                all_reduce_sum if s.info.world_size > 1 else None)
+            if more and signalled:
+                preempt_exit(s, epoch, None)
+            if s.progress.stop:
+                break
+
+
+def preempt_exit(s: Session, epoch: int, state: dict[str, Any] | None) -> None:
+    """Checkpoint (rank 0; ``state=None`` when the epoch's checkpoint is already written), requeue, raise."""
     where = "at the end of the epoch"
-    if main:
-        if ckpt_dir is not None:
+    if s.main:
+        if state is not None:
             # Same number as the epoch in progress: newer than epoch-1's file, replaced by this epoch's own later.
-            ckpt.save_checkpoint(ckpt_dir, epoch, state, keep=cfg.train.keep_checkpoints)
-            pos = state["position"]
-            where = f"at step {pos['step']} of epoch {epoch}"
-        writer.flush()
-        writer.close()
+            ckpt.save_checkpoint(s.ckpt_dir, epoch, state, keep=s.cfg.train.keep_checkpoints)
+            where = f"at step {state['position']['step']} of epoch {epoch}"
+        s.writer.flush()
+        s.writer.close()
     barrier()  # nobody exits before the checkpoint is on disk
-    note = request_requeue() if main else ""
-    raise Preempted(f"{handler.describe()} received: checkpoint written {where}; {note}")
+    note = request_requeue() if s.main and s.requeue else "requeueing left to the caller"
+    raise Preempted(f"{s.handler.describe()} received: checkpoint written {where}; {note}")
 
 
-def _save_model(path: Path, model: MassPosterior, cfg: Config, manifest: dict, epoch: int, val_nll: float) -> None:
-    blob = {"model": model.state_dict(), "config": config_to_dict(cfg), "normalisation": manifest["normalisation"],
-            "npix": manifest["npix"], "radii_factors": manifest["radii_factors"], "epoch": epoch,
-            "val_nll": val_nll, "extent_rh": manifest.get("extent_rh"), "vmax_sigma": manifest.get("vmax_sigma"),
-            "data_config": manifest["config"]}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+def finish(s: Session) -> None:
+    """``last.pt`` and ``done.json`` (rank 0): the run is finished and never retrained."""
+    p = s.progress
+    if s.main:
+        last = p.history[-1] if p.history else {"epoch": -1, "val_nll": None}
+        save_model(s.run_dir / "last.pt", s.model, s.cfg, s.manifest, epoch=last["epoch"], val_nll=last["val_nll"],
+                   data_hash=s.data_hash, data_path=s.cfg.data.path)
+        atomic_write_json(s.run_dir / "done.json", {
+            "best_val_nll": p.best if math.isfinite(p.best) else None, "epochs_run": len(p.history),
+            "stopped_early": p.stop, "history": p.history, "world_size": s.info.world_size,
+            "data_hash": s.data_hash})
+        s.writer.close()
+        s.log(f"finished {s.run_dir}: best val NLL {p.best:.4f}")
+    barrier()
+
+
+# ------------------------------------------------------------------------------------------------ entry points
+
+
+def train(cfg: Config, *, requeue: bool = True) -> Path:
+    """Train (or resume, or skip if finished) the run ``cfg.train.run_dir``; returns the run directory.
+
+    ``requeue=False`` leaves requeueing after a preemption checkpoint to the caller (a submitit job, whose own
+    handler requeues and counts timeouts); :class:`Preempted` is raised either way.
+    """
+    info = init_distributed()
+    try:
+        check_geometry(cfg, info)
+        run_dir = Path(cfg.train.run_dir)
+        lock = lock_run_dir(run_dir, info)
+        try:
+            if (run_dir / "done.json").exists():
+                if info.rank == 0:
+                    print(f"[galmass] {run_dir} is already finished (done.json); nothing to do.", flush=True)
+                return run_dir
+            check_stored_config(run_dir, cfg)
+            if info.rank == 0:
+                for d in (run_dir, run_dir / "checkpoints"):
+                    remove_stale_temporaries(d)
+            s = build_session(cfg, info, run_dir, requeue)
+            record_config(s)
+            resume(s)
+            open_outputs(s)
+            run_epochs(s)
+            finish(s)
+        finally:
+            if lock is not None:
+                lock.release()
+        return run_dir
+    finally:
+        cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides)
         train(cfg)
-    except (ConfigError, DatasetError) as err:
+    except (ConfigError, DatasetError, TrainingDiverged, ckpt.CheckpointError, DiskFullError) as err:
         print(f"galmass train: error: {err}", file=sys.stderr)
         return 2
     except Preempted as stop:

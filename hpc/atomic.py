@@ -15,14 +15,75 @@ Example
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import secrets
+import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_directory"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_directory",
+           "remove_stale_temporaries", "DiskFullError"]
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+LOW_SPACE_BYTES = 1 << 20
+"""A write that fails with less free space than this on its file system is reported as a full disk."""
+
+
+class DiskFullError(OSError):
+    """A write failed because the file system is full; the message names the file and the free space."""
+
+
+def _disk_full(target: Path, exc: BaseException) -> DiskFullError | None:
+    """A DiskFullError naming ``target`` when ``exc`` was caused by a full disk (errno, or no space left)."""
+    free = None
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(target.parent).free
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < LOW_SPACE_BYTES):
+        where = f"{free} bytes free" if free is not None else "free space unknown"
+        return DiskFullError(errno.ENOSPC, f"cannot write {target}: No space left on device ({where} on its file "
+                             f"system; the previous version of the file, if any, is intact). HINT: free space or "
+                             f"point the output elsewhere, then rerun: finished work is kept", str(target))
+    return None
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str], max_age_s: float = 7 * 86400) -> list[Path]:
+    """Delete temporaries of :func:`atomic_path` in ``directory`` left by dead writers; returns what was deleted.
+
+    A temporary is stale when it was made on this host by a process that no longer exists, or (any host: a
+    requeued job may land on another node) when it is older than ``max_age_s``. Live writers' files are kept.
+    """
+    d = Path(directory)
+    removed: list[Path] = []
+    if not d.is_dir():
+        return removed
+    now = time.time()
+    for p in d.iterdir():
+        m = _TMP.match(p.name)
+        if m is None:
+            continue
+        with contextlib.suppress(OSError):
+            dead = m["host"] == _HOST and not _pid_alive(int(m["pid"]))
+            if dead or now - p.stat().st_mtime > max_age_s:
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:
@@ -57,7 +118,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Yields
     ------
     Path
-        A not-yet-existing temporary file ``.<name>.<pid>.<random>.tmp`` in the same directory; the body must
+        A not-yet-existing temporary file ``.<name>.<host>.<pid>.<random>.tmp`` in the same directory; the body must
         create it (any writer: ``open``, ``torch.save``, ``h5py.File``, ``numpy.save`` with a full file name).
 
     Raises
@@ -80,7 +141,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         )
     # pid + random suffix: concurrent writers (two ranks, a requeued job overlapping its predecessor) never share
     # a temporary file.
-    tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # The host is part of the name so that stale temporaries can be told from live ones on shared file systems.
+    tmp = directory / f".{target.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         yield tmp
         if not tmp.exists():
@@ -90,10 +152,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             )
         _fsync_file(tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         # BaseException: KeyboardInterrupt / SystemExit from a preemption handler must not leave the temp behind.
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        full = _disk_full(target, exc) if isinstance(exc, Exception) else None
+        if full is not None:  # e.g. torch.save's "basic_ios::clear: iostream error" names neither file nor cause
+            raise full from exc
         raise
     fsync_directory(directory)
 

@@ -18,6 +18,13 @@ TINY_DATA = [
     "--data.gas_cells=300", "--data.shard_size=16", "--data.val_fraction=0.17", "--data.test_fraction=0.17",
     "--data.seed=3",
 ]
+
+
+def tiny_data_args(path) -> list[str]:
+    """Overrides naming the tiny dataset at ``path`` with the data config that made it (train checks the hash)."""
+    return [*TINY_DATA, f"--data.path={path}"]
+
+
 TINY_MODEL = ["--model.widths=[8,16]", "--model.embed_dim=16", "--model.flow_transforms=2",
               "--model.flow_hidden=[32,32]"]
 TINY_TRAIN = ["--train.batch_size=16", "--train.epochs=3", "--train.progress=false", "--train.lr=1e-3",
@@ -32,7 +39,7 @@ def _seed():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     from galmass.config import load_config
-    from galmass.datasets.writer import generate_dataset
+    from galmass.mocks.generate import generate_dataset
 
     path = tmp_path_factory.mktemp("data") / "tiny"
     cfg = load_config(None, TINY_DATA + [f"--data.path={path}"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_MODEL, TINY_TRAIN, run_cmd
+from conftest import REPO, TINY_MODEL, TINY_TRAIN, run_cmd, tiny_data_args
 from hpc.augment import apply_numpy, draw_symmetries, symmetry_numpy
 from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader, dali_available
 
@@ -174,7 +174,7 @@ def test_dali_loader_without_dali_fails_with_hint(tiny_dataset, tmp_path):
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("")
     run = tmp_path / "run"
-    proc = run_cmd([sys.executable, "-m", "galmass.train", f"--data.path={tiny_dataset}", f"--train.run_dir={run}",
+    proc = run_cmd([sys.executable, "-m", "galmass.train", *tiny_data_args(tiny_dataset), f"--train.run_dir={run}",
                     *TINY_MODEL, *TINY_TRAIN, "--train.loader=dali"], check=False,
                    env_extra={"PYTHONPATH": f"{tmp_path / 'shadow'}:{REPO}"})
     assert proc.returncode == 2, proc.stderr

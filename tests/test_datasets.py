@@ -11,7 +11,7 @@ import pytest
 
 from galmass.config import load_config
 from galmass.datasets import DatasetError, ShardedDataset, load_manifest
-from galmass.datasets.writer import generate_dataset, plan_shards
+from galmass.mocks.generate import generate_dataset, plan_shards
 
 from conftest import TINY_DATA
 
@@ -88,7 +88,7 @@ def test_get_batch_order_and_padding(tiny_dataset):
 
 def test_existing_dataset_with_other_config_is_refused(tiny_dataset):
     cfg = load_config(None, TINY_DATA + [f"--data.path={tiny_dataset}", "--data.projections=9"])
-    with pytest.raises(FileExistsError, match="projections"):
+    with pytest.raises(DatasetError, match="projections"):
         generate_dataset(cfg.data, workers=1, progress=False)
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import TINY_DATA, run_cmd
 from galmass.config import load_config
-from galmass.datasets.writer import generate_dataset, plan_shards
+from galmass.datasets import DatasetError
+from galmass.mocks.generate import generate_dataset, plan_shards
 
 
 def test_array_tasks_then_merge_equal_single_process(tiny_dataset, tmp_path):
@@ -23,7 +24,7 @@ def test_array_tasks_then_merge_equal_single_process(tiny_dataset, tmp_path):
     written = sorted(p.name for p in out.glob("shard-*.h5"))
     assert written == sorted(f"shard-{t.index:05d}.h5" for t in plan if t.index % n_tasks == 1)
     assert not (out / "manifest.json").exists()
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(DatasetError, match="missing"):
         generate_dataset(cfg, merge=True, progress=False)
     for task_id in (0, 2):
         generate_dataset(cfg, workers=1, progress=False, task_id=task_id, num_tasks=n_tasks)

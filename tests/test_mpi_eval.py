@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_MODEL, TINY_TRAIN, run_cmd
+from conftest import TINY_MODEL, TINY_TRAIN, run_cmd, tiny_data_args
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 
@@ -22,7 +22,7 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     from galmass.train import train
 
     run = tmp_path_factory.mktemp("mpi") / "run"
-    cfg = load_config(None, [f"--data.path={tiny_dataset}", f"--train.run_dir={run}", *TINY_MODEL, *TINY_TRAIN,
+    cfg = load_config(None, [*tiny_data_args(tiny_dataset), f"--train.run_dir={run}", *TINY_MODEL, *TINY_TRAIN,
                              "--train.epochs=1", "--train.max_steps_per_epoch=2", "--train.threads=1",
                              "--evaluate.batch_size=5", "--evaluate.posterior_samples=40"])
     train(cfg)
@@ -59,7 +59,7 @@ class _FakeComm:
 def test_round_robin_split_reassembles_serial_order(tiny_run, tiny_dataset):
     from galmass.datasets import ShardedDataset, tracer_keys
     from galmass.evaluate import posterior_samples
-    from galmass.train import load_trained
+    from galmass.models.io import load_trained
 
     model, cfg, _ = load_trained(tiny_run)
     data = ShardedDataset(tiny_dataset, "test", tracer_keys(cfg.model.tracer) + ("scalars", "labels"), meta=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_MODEL, TINY_TRAIN, run_cmd
+from conftest import TINY_MODEL, TINY_TRAIN, run_cmd, tiny_data_args
 
 pytestmark = pytest.mark.slow
 GALMASS = [sys.executable, "-m", "galmass"]
@@ -21,7 +21,7 @@ def trained(tiny_dataset, tmp_path_factory) -> dict[str, Path]:
     runs = {}
     for tracer in ("stars", "gas+stars"):
         run = root / tracer.replace("+", "_")
-        run_cmd(GALMASS + ["train", f"--data.path={tiny_dataset}", f"--train.run_dir={run}",
+        run_cmd(GALMASS + ["train", *tiny_data_args(tiny_dataset), f"--train.run_dir={run}",
                            f"--model.tracer={tracer}", "--evaluate.posterior_samples=100", *TINY_MODEL,
                            *TINY_TRAIN], env_extra={"OMP_NUM_THREADS": "1"})
         runs[tracer] = run

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY_MODEL, TINY_TRAIN, run_cmd
+from conftest import REPO, TINY_MODEL, TINY_TRAIN, run_cmd, tiny_data_args
 from hpc.dali_loader import dali_available
 from hpc.preempt import PREEMPT_EXIT_CODE, PreemptionHandler, request_requeue
 
@@ -23,7 +23,7 @@ STEPS = 32
 
 
 def train_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [f"--data.path={data}", f"--train.run_dir={run_dir}", "--train.threads=1", *TINY_MODEL, *TINY_TRAIN,
+    return [*tiny_data_args(data), f"--train.run_dir={run_dir}", "--train.threads=1", *TINY_MODEL, *TINY_TRAIN,
             "--train.batch_size=4", *extra]
 
 

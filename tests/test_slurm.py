@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_MODEL, TINY_TRAIN, run_cmd
+from conftest import REPO, TINY_MODEL, TINY_TRAIN, run_cmd, tiny_data_args
 from slurm_cluster import SCRIPT, job_info, release_requeued, slurm, wait_for_file, wait_for_state  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def test_train_ddp_two_tasks_requeue_and_mpi_eval(slurm, tiny_dataset, tmp_path)
     epochs = 16
     job = _sbatch([
         "--ntasks-per-node=2", "--cpus-per-task=1", "--gpus-per-node=0", "--time=10", f"--output={log}",
-        "slurm/train_ddp.sh", "configs/quickstart.yaml", f"--data.path={tiny_dataset}", f"--train.run_dir={run}",
+        "slurm/train_ddp.sh", "configs/quickstart.yaml", *tiny_data_args(tiny_dataset), f"--train.run_dir={run}",
         *TINY_MODEL, *TINY_TRAIN, f"--train.epochs={epochs}", "--train.max_steps_per_epoch=2",
         "--evaluate.batch_size=5", "--evaluate.posterior_samples=40",
     ])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY_MODEL, TINY_TRAIN, run_cmd
+from conftest import REPO, TINY_MODEL, TINY_TRAIN, run_cmd, tiny_data_args
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def train_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [f"--data.path={data}", f"--train.run_dir={run_dir}", "--train.threads=1", *TINY_MODEL, *TINY_TRAIN,
+    return [*tiny_data_args(data), f"--train.run_dir={run_dir}", "--train.threads=1", *TINY_MODEL, *TINY_TRAIN,
             *extra]
 
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 
+from galmass.datasets.integrity import repair_hint, sha256_file
 from galmass.datasets.schema import MANIFEST, SAMPLE_KEYS, SCHEMA_VERSION
 
 __all__ = ["DatasetError", "load_manifest", "verify_shards", "ShardedDataset", "TruthProfiles"]
@@ -52,19 +53,20 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_shards(directory: str | Path, entries: Iterable[dict[str, Any]]) -> None:
-    """Check that each shard exists and matches its manifest sha256; raise DatasetError naming the file."""
-    from galmass.datasets.writer import sha256_file
-
+def verify_shards(directory: str | Path, entries: Iterable[dict[str, Any]], manifest: dict[str, Any] | None = None
+                  ) -> None:
+    """Check that each shard exists and matches its manifest sha256; raise DatasetError naming the file and, given
+    the manifest, saying how to repair it."""
+    hint = repair_hint(directory, manifest) if manifest is not None else "HINT: regenerate the dataset"
     for entry in entries:
         path = Path(directory) / entry["file"]
         if not path.exists():
-            raise DatasetError(f"{path}: shard listed in the manifest is missing")
+            raise DatasetError(f"{path}: shard listed in the manifest is missing. {hint}")
         digest = sha256_file(path)
         if digest != entry["sha256"]:
             raise DatasetError(
                 f"{path}: checksum mismatch (sha256 {digest[:12]}…, manifest says {entry['sha256'][:12]}…): "
-                "the shard is corrupt or was modified. HINT: regenerate it (delete the file and rerun `galmass mock`)."
+                f"the shard is corrupt or was modified. {hint}"
             )
 
 
@@ -101,7 +103,7 @@ class ShardedDataset:
         if not self.shards:
             raise DatasetError(f"{self.directory}: no shards for split {split!r}")
         if verify:
-            verify_shards(self.directory, self.shards)
+            verify_shards(self.directory, self.shards, self.manifest)
         counts = np.array([s["n"] for s in self.shards], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
         self._handles: dict[int, h5py.File] = {}

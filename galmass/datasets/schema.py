@@ -15,6 +15,8 @@ meta/galaxy_id         [n] int64         galaxy identifier (unique in the datase
 meta/projection        [n] int32         line-of-sight index
 meta/los               [n, 3]            line-of-sight unit vector (galaxy frame)
 meta/n_stars           [n] int32         observed stars
+meta/label_valid       [n, 10] uint8     1 where the label is trusted (0: e.g. inside a simulation's convergence
+                                         radius); such samples are left out of training and those labels of metrics
 galaxies/id            [g] int64         galaxies in this shard
 galaxies/log_mass      [g, K]            log10 M_total(<r) [Msun] on galaxies/log_r
 galaxies/log_r         [K]               log10 r [kpc]
@@ -24,7 +26,14 @@ galaxies/params        [g, P]            generating parameters (names in the att
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 __all__ = [
+    "TracerMode",
+    "TRACER_MODES",
+    "TRACER_COMPONENTS",
+    "scalar_index",
     "SCHEMA_VERSION",
     "MAP_KEYS",
     "SAMPLE_KEYS",
@@ -34,19 +43,31 @@ __all__ = [
     "MANIFEST",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 MAP_KEYS = ("maps_stars", "maps_gas", "phase_stars", "phase_gas")
 SAMPLE_KEYS = MAP_KEYS + ("scalars", "labels")
 SCALAR_NAMES = ("log10_rh_kpc", "log10_sigma_stars_kms", "log10_vrms_gas_kms", "log10_n_stars")
 
+TracerMode = Literal["stars", "gas", "gas+stars"]
+"""Which tracers a model reads (the config's ``model.tracer``); the one definition of the modes."""
+TRACER_MODES: tuple[str, ...] = typing.get_args(TracerMode)
+TRACER_COMPONENTS: dict[str, tuple[str, ...]] = {"stars": ("stars",), "gas": ("gas",), "gas+stars": ("stars", "gas")}
+"""The tracer components (map suffixes) of each mode."""
+
+
+def scalar_index(name: str) -> int:
+    """Column of scalar ``name`` (one of ``SCALAR_NAMES``) in the ``scalars`` dataset."""
+    if name not in SCALAR_NAMES:
+        raise ValueError(f"unknown scalar {name!r}; HINT: one of {SCALAR_NAMES}")
+    return SCALAR_NAMES.index(name)
+
 
 def tracer_keys(tracer: str) -> tuple[str, ...]:
     """Map datasets a model with tracer mode ``tracer`` ('stars', 'gas', 'gas+stars') reads."""
-    tracers = {"stars": ("stars",), "gas": ("gas",), "gas+stars": ("stars", "gas")}
-    if tracer not in tracers:
-        raise ValueError(f"unknown tracer mode {tracer!r}; HINT: one of {sorted(tracers)}")
-    return tuple(k for t in tracers[tracer] for k in (f"maps_{t}", f"phase_{t}"))
+    if tracer not in TRACER_COMPONENTS:
+        raise ValueError(f"unknown tracer mode {tracer!r}; HINT: one of {list(TRACER_MODES)}")
+    return tuple(k for t in TRACER_COMPONENTS[tracer] for k in (f"maps_{t}", f"phase_{t}"))
 
 
 def shard_name(index: int) -> str:

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from galmass.config import ConfigError, build_dataclass
+from galmass.config import ConfigError, build_dataclass, read_yaml
 
 __all__ = ["SuiteSpec", "FeedbackSpec", "load_suite", "load_feedback", "available", "CONFIG_DIR"]
 
@@ -163,13 +161,7 @@ def _resolve(name_or_path: str | Path, kind: Literal["suites", "feedback"]) -> P
 
 def _load(cls: type, name_or_path: str | Path, kind: Literal["suites", "feedback"]):
     path = _resolve(name_or_path, kind)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    data = read_yaml(path, what="recipe keys")
     spec = build_dataclass(cls, data, str(path))
     if not spec.name:
         spec = dataclasses.replace(spec, name=path.stem)

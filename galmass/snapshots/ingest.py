@@ -1,6 +1,6 @@
 """``galmass ingest``: a Gadget/Arepo/GIZMO snapshot → the same sharded dataset (schema, manifest) as the mocks.
 
-Steps (DESIGN §4):
+Steps (Gadget-4 / Arepo / GIZMO HDF5 conventions, Springel et al. 2021; Weinberger et al. 2020):
 
 1. read all particle types in physical units (:func:`galmass.snapshots.gadget.read_snapshot`);
 2. centre: the given halo centre (in the snapshot's own units, ckpc/h, as halo catalogues give it) or shrinking
@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from galmass import __version__
-from galmass.config import DataConfig, config_to_dict
-from galmass.physics.constants import LOG_R_GRID, RADII_FACTORS
+from galmass.config import DataConfig
+from galmass.physics.constants import LOG_R_GRID
 from galmass.snapshots.centring import (
     EnclosedMass,
     bulk_velocity,
@@ -155,10 +154,11 @@ def ingest_snapshot(
     FileExistsError
         ``out`` already holds a manifest.
     """
-    from galmass.datasets.schema import MANIFEST, SCALAR_NAMES, SCHEMA_VERSION, shard_name
-    from galmass.datasets.writer import normalisation_stats, sha256_file, write_shard_file
+    from galmass.config import data_hash, data_identity
+    from galmass.datasets.integrity import sha256_file
+    from galmass.datasets.schema import MANIFEST, shard_name
+    from galmass.datasets.writer import shard_entry, write_manifest, write_shard_file
     from galmass.mocks.observe import observe_particles
-    from hpc.atomic import atomic_write_json
 
     out = Path(out)
     if (out / MANIFEST).exists():
@@ -172,45 +172,27 @@ def ingest_snapshot(
                        0 if g.gas is None else len(g.gas[0]), g.field_rh_kpc], dtype=np.float64)
     log_mass = np.log10(g.mass(np.asarray(LOG_R_GRID)))
     out.mkdir(parents=True, exist_ok=True)
-    shard = out / shard_name(0)
+    shard, h = out / shard_name(0), data_hash(cfg)
     write_shard_file(shard, obs, [(0, log_mass, params)], list(INGEST_PARAMS), suite="snapshot", feedback="unknown",
-                     split="test", dtype=cfg.dtype)
-    n = int(len(obs["labels"]))
-    entry = {"file": shard.name, "n": n, "split": "test", "suite": "snapshot", "feedback": "unknown",
-             "galaxy_ids": [0], "sha256": sha256_file(shard), "bytes": shard.stat().st_size}
-    wanted = config_to_dict(cfg)
-    wanted.pop("workers")
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "galmass_version": __version__,
-        "created_by": "galmass ingest",
-        "seed": cfg.seed,
-        "config": wanted,
-        "suites": ["snapshot"],
-        "feedbacks": ["unknown"],
-        "source": {
-            "snapshot": str(Path(path).resolve()),
-            "files": [{"file": str(f.resolve()), "sha256": sha256_file(f)} for f in files],
-            "scale_factor": g.snapshot.a,
-            "hubble_h": g.snapshot.h,
-            "centre_kpc": [float(x) for x in g.centre_kpc],
-            "centre_given": centre is not None,
-            "bulk_velocity_kms": [float(x) for x in g.bulk_kms],
-            "r200_kpc": g.r200,
-            "m200_msun": g.m200,
-            "n_particles": {f"PartType{t}": int(len(p.mass)) for t, p in g.snapshot.types.items()},
-            "n_stars_used": int(len(g.pos_stars)),
-        },
-        "radii_factors": [float(f) for f in RADII_FACTORS],
-        "scalar_names": list(SCALAR_NAMES),
-        "npix": cfg.npix,
-        "extent_rh": cfg.extent_rh,
-        "vmax_sigma": cfg.vmax_sigma,
-        "counts": {"train": 0, "val": 0, "test": n, "galaxies_train": 0, "galaxies_val": 0, "galaxies_test": 1},
-        "shards": [entry],
-        # Statistics of this galaxy's own projections (a trained model uses the normalisation of its training set).
-        "normalisation": normalisation_stats(out, [entry], split="test"),
+                     split="test", config_hash=h, dtype=cfg.dtype)
+    entry = shard_entry(shard, len(obs["labels"]), split="test", suite="snapshot", feedback="unknown",
+                        galaxy_ids=[0], config_hash=h)
+    source = {
+        "snapshot": str(Path(path).resolve()),
+        "files": [{"file": str(f.resolve()), "sha256": sha256_file(f)} for f in files],
+        "scale_factor": g.snapshot.a,
+        "hubble_h": g.snapshot.h,
+        "centre_kpc": [float(x) for x in g.centre_kpc],
+        "centre_given": centre is not None,
+        "bulk_velocity_kms": [float(x) for x in g.bulk_kms],
+        "r200_kpc": g.r200,
+        "m200_msun": g.m200,
+        "n_particles": {f"PartType{t}": int(len(p.mass)) for t, p in g.snapshot.types.items()},
+        "n_stars_used": int(len(g.pos_stars)),
     }
-    atomic_write_json(out / MANIFEST, manifest)
+    # Normalisation from this galaxy's own projections (a trained model uses the statistics of its training set).
+    write_manifest(out, [entry], created_by="galmass ingest", config=data_identity(cfg), config_hash=h,
+                   npix=cfg.npix, extent_rh=cfg.extent_rh, vmax_sigma=cfg.vmax_sigma, seed=cfg.seed,
+                   normalise_split="test", suites=["snapshot"], feedbacks=["unknown"], source=source)
     json.loads((out / MANIFEST).read_text())  # written atomically; read back to fail here, not later
     return out / MANIFEST
