@@ -59,3 +59,38 @@ def test_overrides_win_and_are_checked(tmp_path):
 def test_dump_is_plain_yaml():
     data = yaml.safe_load(dump_config(load_config(None, ["--train.epochs=7"])))
     assert data["train"]["epochs"] == 7 and set(data) == {"data", "model", "train", "evaluate"}
+
+
+@pytest.mark.parametrize("override,key", [
+    ("--train.keep_checkpoints=0", "keep_checkpoints"),
+    ("--data.test_fraction=-0.3", "test_fraction"),
+    ("--data.val_fraction=1.2", "val_fraction"),
+    ("--train.lr=-1e-3", "train.lr"),
+    ("--train.lr=.nan", "train.lr"),
+    ("--train.threads=-1", "threads"),
+    ("--train.num_workers=-1", "num_workers"),
+    ("--evaluate.posterior_samples=0", "posterior_samples"),
+    ("--data.workers=-2", "workers"),
+    ("--model.embed_dim=0", "embed_dim"),
+])
+def test_values_that_would_crash_later_are_refused_at_load(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [override])
+
+
+def test_duplicate_yaml_keys_are_an_error_naming_both_lines(tmp_path):
+    p = write(tmp_path, "train:\n  lr: 1.0e-3\n  epochs: 3\n  lr: 2.0e-3\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'lr' \(first on line 2, again on line 4\)") as err:
+        load_config(p)
+    assert str(p) in str(err.value)
+    with pytest.raises(ConfigError, match="duplicate key 'train'"):
+        load_config(write(tmp_path, "train:\n  lr: 1.0e-3\ntrain:\n  epochs: 3\n"))
+
+
+def test_data_hash_ignores_location_but_not_content():
+    from galmass.config import data_hash
+
+    a = load_config(None).data
+    assert data_hash(a) == data_hash(load_config(None, ["--data.path=elsewhere", "--data.workers=7"]).data)
+    for change in ("--data.stars_mean=1000", "--data.npix=16", "--data.dtype=float16", "--data.suites=[compact]"):
+        assert data_hash(load_config(None, [change]).data) != data_hash(a), change
