@@ -98,7 +98,7 @@ def tiny_tmpfs(tmp_path):
                                            capture_output=True).returncode != 0:
         pytest.skip("needs root to mount a small tmpfs")
     yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_full_disk_is_reported_with_the_path_and_the_old_file_kept(tiny_tmpfs):
