@@ -210,6 +210,9 @@ class TrainConfig:
     """bfloat16 autocast for the forward pass on CUDA (ignored on the CPU)."""
     shuffle_block: int = 1
     """Shuffle blocks of this many consecutive samples (fewer, larger HDF5 reads); 1: shuffle single samples."""
+    use_flagged_labels: bool = False
+    """Also train on samples whose labels are flagged untrustworthy (``meta/label_valid`` = 0: radii inside an
+    ingested simulation's convergence radius). Off: such samples are left out."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1:
@@ -245,6 +248,8 @@ class EvalConfig:
     """Seed for posterior sampling and TARP reference points."""
     data_path: str = ""
     """Dataset to evaluate on; empty means the dataset the run was trained on (data.path)."""
+    use_flagged_labels: bool = False
+    """Also score samples whose labels are flagged untrustworthy (``meta/label_valid`` = 0). Off: left out."""
 
     def __post_init__(self) -> None:
         if self.posterior_samples < 1 or self.batch_size < 1:

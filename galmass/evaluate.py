@@ -192,7 +192,8 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, split: str | Non
     if n_samples < 1:
         raise ConfigError(f"--samples must be >= 1 posterior draws per projection, got {n_samples}")
     path, own = resolve_dataset(run_dir, cfg, blob, data_path)
-    data = ShardedDataset(path, split, tracer_keys(cfg.model.tracer) + ("scalars", "labels"), meta=True)
+    data = ShardedDataset(path, split, tracer_keys(cfg.model.tracer) + ("scalars", "labels"), meta=True,
+                          valid_only=not ev.use_flagged_labels)
     if int(data.manifest["npix"]) != int(blob["npix"]):
         raise DatasetError(f"{path}: maps are {data.manifest['npix']} px, the model was trained on {blob['npix']} px. "
                            "HINT: evaluate on a dataset made with the same data.npix")
@@ -207,7 +208,7 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, split: str | Non
     metrics, arrays = _metrics(res, data, ev.seed)
     metrics.update(
         run=str(run_dir), tracer=cfg.model.tracer, dataset=str(path), **identity,
-        n_galaxies=int(len(np.unique(res["galaxy_id"]))),
+        n_galaxies=int(len(np.unique(res["galaxy_id"]))), n_flagged_left_out=data.n_flagged,
         suites=sorted({s["suite"] for s in data.shards}), feedbacks=sorted({s["feedback"] for s in data.shards}),
         train_suites=list(cfg.data.suites), train_feedbacks=list(cfg.data.feedbacks),
         best_epoch=int(blob["epoch"]), model_nll=blob["val_nll"], trained_data_hash=blob.get("data_hash"),

@@ -192,7 +192,9 @@ def open_data(cfg: Config) -> tuple[dict[str, Any], str, ShardedDataset, Sharded
             "do not have. HINT: run `galmass mock` with this config (another data.path), or drop the data overrides")
     keys = tracer_keys(cfg.model.tracer) + ("scalars", "labels")
     # Both splits are checksummed: the validation NLL picks best.pt and stops training.
-    return manifest, found, ShardedDataset(cfg.data.path, "train", keys), ShardedDataset(cfg.data.path, "val", keys)
+    valid_only = not cfg.train.use_flagged_labels
+    return manifest, found, *(ShardedDataset(cfg.data.path, split, keys, valid_only=valid_only)
+                              for split in ("train", "val"))
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int):

@@ -5,7 +5,7 @@ open file handles and opens them lazily in the process that reads (e.g. ``galmas
 Both paths read through one picklable callable, :class:`BatchSource`, which turns ``(epoch, step)`` into this
 rank's slice of global batch ``step`` of :class:`hpc.sampler.GlobalBatchSampler`. Hence:
 
-* **global-rank sharding, equal steps**: rank ``r`` of ``W`` (the *global* rank, DESIGN §8 pitfall 1) reads the
+* **global-rank sharding, equal steps**: rank ``r`` of ``W`` (the *global* rank: with local ranks, two nodes would read the same shard) reads the
   ``r``-th slice of every global batch; every rank runs ``steps_per_epoch`` steps (the last global batch is padded
   by wrapping around, so at most ``global_batch - 1`` samples per epoch are seen twice; pitfall 2);
 * **same samples, same order** in the torch and the DALI path, and for any number of ranks;
@@ -13,7 +13,7 @@ rank's slice of global batch ``step`` of :class:`hpc.sampler.GlobalBatchSampler`
 * **no whole-dataset copies** (pitfall 4): each reader process holds only the batches in flight.
 
 Reads are batch-wise: ``get_batch`` receives a whole rank batch, so a sharded HDF5 reader can sort the indices and
-use slice reads (3–8× faster than per-item reads on the development machine, ENVIRONMENT.md).
+use slice reads (3–8× faster than per-item reads on a 2-core development machine, benchmarks/results/hdf5_read.md).
 
 DALI path (:class:`DaliLoader`): a pipeline with a (parallel, when ``num_workers > 0``) batch-mode
 ``fn.external_source`` that calls the :class:`BatchSource` in DALI's Python worker processes. With a GPU

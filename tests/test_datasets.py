@@ -149,3 +149,25 @@ def test_shards_are_opened_without_a_chunk_cache(tiny_dataset):
     data = ShardedDataset(tiny_dataset, "train", ("labels",))
     data.get_batch([0])
     assert data._file(0).id.get_access_plist().get_cache()[2] == 0  # rdcc_nbytes
+
+
+def test_flagged_labels_are_left_out_on_request(tiny_dataset, tmp_path):
+    copy = tmp_path / "flagged"
+    shutil.copytree(tiny_dataset, copy)
+    shard = next(s for s in load_manifest(copy)["shards"] if s["split"] == "train")
+    with h5py.File(copy / shard["file"], "a") as fh:
+        flags = fh["meta/label_valid"][:]
+        assert flags.shape == (shard["n"], 10) and flags.all()  # the writer marks every mock label trusted
+        flags[::2, 0] = 0  # e.g. the innermost radius inside a convergence radius, every other projection
+        fh["meta/label_valid"][:] = flags
+    everything = ShardedDataset(copy, "train", ("labels",), verify=False)
+    kept = ShardedDataset(copy, "train", ("labels",), verify=False, valid_only=True)
+    n_flagged = (shard["n"] + 1) // 2
+    assert len(kept) == len(everything) - n_flagged == len(everything) - kept.n_flagged
+    all_labels = everything.read_all("labels")
+    keep_mask = np.ones(len(everything), bool)
+    first = sum(s["n"] for s in load_manifest(copy)["shards"][: load_manifest(copy)["shards"].index(shard)]
+                if s["split"] == "train")
+    keep_mask[first : first + shard["n"] : 2] = False
+    np.testing.assert_array_equal(kept.read_all("labels"), all_labels[keep_mask])
+    np.testing.assert_array_equal(kept.get_batch([0, len(kept) - 1])["labels"], all_labels[keep_mask][[0, -1]])

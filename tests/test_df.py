@@ -1,5 +1,5 @@
 """Stellar kinematics from equilibrium distribution functions (galpy, closed-form beta = -1/2) against the
-independent Jeans projection integral: the check of the fast Jeans-Gaussian default (DESIGN §3)."""
+independent Jeans projection integral: the check of the fast Jeans-Gaussian default (the fast path must match the DF path within 2 %)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def test_estimator_table_matches_design():
         "Campbell2017": (1.8, 6.0),
         "Errani2018": (1.8, 6.3),
     }
-    # Derivations stated in DESIGN §5: Wolf C = 3 × r½/R_h, Errani C = 3.5 × 1.8.
+    # Derivations from the papers: Wolf C = 3 × r½/R_h, Errani C = 3.5 × 1.8.
     assert estimator_by_name("Wolf2010").coefficient == pytest.approx(3.0 * 4.0 / 3.0)
     assert estimator_by_name("Errani2018").coefficient == pytest.approx(3.5 * 1.8)
     assert "least certain" in estimator_by_name("Campbell2017").note

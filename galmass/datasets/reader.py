@@ -79,6 +79,8 @@ class ShardedDataset:
         keys: sample datasets to read (subset of ``SAMPLE_KEYS``), e.g. ``("maps_stars", "phase_stars",
             "scalars", "labels")``.
         verify: check the sha256 of the split's shards once, here (not in every worker).
+        valid_only: leave out samples with a flagged label (``meta/label_valid`` = 0, e.g. radii inside an ingested
+            simulation's convergence radius); training and evaluation do so by default.
 
     ``get_batch(indices)`` returns a dict of arrays with a leading batch axis in the order of ``indices``.
     """
@@ -90,6 +92,7 @@ class ShardedDataset:
         keys: Sequence[str] = SAMPLE_KEYS,
         verify: bool = True,
         meta: bool = False,
+        valid_only: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.manifest = load_manifest(self.directory)
@@ -109,9 +112,20 @@ class ShardedDataset:
         self._handles: dict[int, h5py.File] = {}
         self._datasets: dict[tuple[int, str], h5py.Dataset] = {}
         self._pid = -1
+        self._subset: np.ndarray | None = None
+        if valid_only:
+            valid = np.concatenate([self._read(i, "meta/label_valid", np.arange(sh["n"])).all(axis=1)
+                                    for i, sh in enumerate(self.shards)])
+            if not valid.any():
+                raise DatasetError(f"{self.directory}: every sample of split {split!r} has a flagged label "
+                                   "(meta/label_valid). HINT: use a better-resolved simulation, or opt in to "
+                                   "unconverged labels")
+            self._subset = None if valid.all() else np.flatnonzero(valid)
+        self.n_flagged = 0 if self._subset is None else int(self._offsets[-1] - len(self._subset))
+        """Samples left out because of flagged labels."""
 
     def __len__(self) -> int:
-        return int(self._offsets[-1])
+        return int(self._offsets[-1]) if self._subset is None else len(self._subset)
 
     @property
     def normalisation(self) -> dict[str, Any]:
@@ -177,6 +191,8 @@ class ShardedDataset:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"indices out of range [0, {len(self)})")
+        if self._subset is not None:
+            idx = self._subset[idx]
         shard_of = np.searchsorted(self._offsets, idx, side="right") - 1
         names = list(self.keys) + (["meta/galaxy_id", "meta/projection"] if self.meta else [])
         out: dict[str, np.ndarray] = {}
@@ -196,7 +212,8 @@ class ShardedDataset:
 
     def read_all(self, name: str) -> np.ndarray:
         """A small per-sample dataset (e.g. 'scalars', 'labels', 'meta/galaxy_id') over the whole split."""
-        return np.concatenate([self._read(i, name, np.arange(s["n"])) for i, s in enumerate(self.shards)])
+        out = np.concatenate([self._read(i, name, np.arange(s["n"])) for i, s in enumerate(self.shards)])
+        return out if self._subset is None else out[self._subset]
 
 
 class TruthProfiles:

@@ -1,6 +1,6 @@
 """Evaluation metrics: literature estimators, residual statistics, calibration (coverage, TARP, ranks).
 
-See DESIGN §5. ``compute_metrics`` gathers everything for one evaluated run; ``galmass.report`` renders it.
+Metrics of Sarrato-Alós et al. 2025 (A&A) and Expósito-Márquez et al. 2026. ``compute_metrics`` gathers everything for one evaluated run; ``galmass.report`` renders it.
 """
 
 from galmass.metrics.calibration import DEFAULT_LEVELS, coverage, rank_histogram, tarp

@@ -1,4 +1,4 @@
-"""Calibration of posterior samples: marginal coverage, TARP (joint) and rank histograms (DESIGN §5).
+"""Calibration of posterior samples: marginal coverage, TARP (joint) and rank histograms (Sarrato-Alós et al. 2025; TARP: Lemos et al. 2023, arXiv:2302.03026).
 
 Shapes throughout: ``samples`` [S, N, D] are S posterior draws for each of N test projections in D dimensions
 (log10 M at the D = 10 radii [Msun]); ``truth`` [N, D] the true values in the same units.

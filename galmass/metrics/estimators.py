@@ -1,4 +1,4 @@
-"""Literature mass estimators M(<f·R_h) = C · σ_los² · R_h / G (DESIGN §5): the baselines for the CNN.
+"""Literature mass estimators M(<f·R_h) = C · σ_los² · R_h / G (Walker et al. 2009; Wolf et al. 2010; Amorisco & Evans 2011; Campbell et al. 2017; Errani et al. 2018): the baselines for the CNN.
 
 Each estimator turns the line-of-sight velocity dispersion σ_los [km/s] of the observed stars and their projected
 half-number radius R_h [kpc] into the 3-D total mass [Msun] enclosed within one radius f·R_h:
@@ -38,7 +38,7 @@ __all__ = [
 G_KPC_KMS2_PER_MSUN: float = G
 """Gravitational constant [kpc (km/s)² Msun⁻¹] (= galmass.physics.constants.G)."""
 LABEL_RADII_FACTORS: tuple[float, ...] = tuple(float(f) for f in RADII_FACTORS)
-"""The label grid r_i / R_h = 0.6, 0.8, …, 2.4 (DESIGN §1; = galmass.physics.constants.RADII_FACTORS)."""
+"""The label grid r_i / R_h = 0.6, 0.8, …, 2.4 (Sarrato-Alós et al. 2025; = galmass.physics.constants.RADII_FACTORS)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ ESTIMATORS: tuple[Estimator, ...] = (
         "Errani2018", 1.8, 6.3, "Errani, Penarrubia & Walker 2018, MNRAS 481, 5073", "C = 3.5 x 1.8 = 6.3"
     ),
 )
-"""The five estimators of DESIGN §5, in order of increasing radius."""
+"""The five literature estimators, in order of increasing radius."""
 
 
 def estimator_by_name(name: str) -> Estimator:

@@ -1,4 +1,4 @@
-"""Residual statistics in dex and interpolation of log-mass profiles across the radius grid (DESIGN §5).
+"""Residual statistics in dex and interpolation of log-mass profiles across the radius grid (Sarrato-Alós et al. 2025, Sect. 4: bias, scatter as half the 16–84 % range).
 
 A residual is r = log10(M_pred / M_true) [dex]. Per column (radius or estimator) we report
 

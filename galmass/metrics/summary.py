@@ -70,7 +70,7 @@ def compute_metrics(
     radii_factors : sequence of float [K]
         The label radii in units of R_h (default 0.6, 0.8, …, 2.4).
     estimators : sequence of Estimator [E]
-        Literature estimators (default all five of DESIGN §5).
+        Literature estimators (default all five literature estimators).
     levels : ndarray [L], optional
         Credible levels for coverage (default 0.05 … 0.95).
     rank_bins : int

@@ -1,6 +1,6 @@
 """The galmass posterior network: one CNN branch per map and tracer, fusion with scalars, a zuko flow head.
 
-Normalisation (DESIGN §1): the flow models the scale-free, standardised
+Normalisation (mass in units of the virial scale σ² R_h / G, as in Wolf et al. 2010): the flow models the scale-free, standardised
     y = (log10 M(<f R_h) − log10(v² R_h / G) − μ_y) / s_y
 with v = σ★ (tracer modes with stars) or v_rms of the gas (gas only); maps enter scale-free (positions in R_h,
 velocities in v) and log10 R_h, log10 v (and log10 N★ with stars) enter as standardised scalars. The statistics
@@ -18,7 +18,7 @@ import zuko
 from torch import nn
 
 from galmass.config import ModelConfig
-from galmass.datasets.schema import tracer_keys
+from galmass.datasets.schema import scalar_index, tracer_keys
 from galmass.models.encoder import MapEncoder
 from galmass.physics.constants import G
 
@@ -55,9 +55,10 @@ class MassPosterior(nn.Module):
                 for key in self.map_keys
             }
         )
-        # Scalar columns: 0 log10 R_h, 1 log10 σ★, 2 log10 v_rms,gas, 3 log10 N★ (schema.SCALAR_NAMES).
-        self.vcol = 2 if cfg.tracer == "gas" else 1
-        self.scalar_cols = [0, self.vcol] + ([3] if "stars" in cfg.tracer else [])
+        # The velocity scale: σ★ when the model sees stars, else the gas v_rms.
+        self.vcol = scalar_index("log10_vrms_gas_kms" if cfg.tracer == "gas" else "log10_sigma_stars_kms")
+        self.rcol = scalar_index("log10_rh_kpc")
+        self.scalar_cols = [self.rcol, self.vcol] + ([scalar_index("log10_n_stars")] if "stars" in cfg.tracer else [])
         sc = normalisation["scalars"]
         ys = normalisation["y_gas" if cfg.tracer == "gas" else "y_stars"]
         self.register_buffer("s_mean", torch.tensor(sc["mean"], dtype=torch.float32)[self.scalar_cols])
@@ -97,7 +98,7 @@ class MassPosterior(nn.Module):
     def log_mass_offset(self, scalars: torch.Tensor) -> torch.Tensor:
         """log10(v² R_h / G) [Msun] per sample, the physical mass scale removed from the labels."""
         scalars = scalars.float()
-        return 2 * scalars[:, self.vcol] + scalars[:, 0] - LOG10_G
+        return 2 * scalars[:, self.vcol] + scalars[:, self.rcol] - LOG10_G
 
     def to_y(self, log_mass: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
         return (log_mass.float() - self.log_mass_offset(scalars)[:, None] - self.y_mean) / self.y_std
