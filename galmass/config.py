@@ -61,6 +61,12 @@ class ConfigError(ValueError):
     """A configuration problem found before any work started."""
 
 
+def _check_pair(name: str, pair: list, low: float, hint: str) -> None:
+    """A [low, high] range: two numbers, low <= high, both >= ``low``."""
+    if len(pair) != 2 or not (low <= pair[0] <= pair[1]):
+        raise ConfigError(f"{name} must be [low, high] with {low} <= low <= high, got {pair}. HINT: {hint}")
+
+
 @dataclass
 class DataConfig:
     """Mock-suite generation and the sharded dataset it writes (``galmass mock``); read by train/evaluate."""
@@ -75,12 +81,34 @@ class DataConfig:
     """Galaxies drawn for each suite × feedback combination."""
     projections: int = 64
     """Lines of sight per galaxy (Fibonacci sphere, random roll about each line of sight)."""
-    stars_mean: float = 100.0
-    """Mean number of observed stars per projection; the count is Poisson-distributed."""
+    n_stars: list[int] = field(default_factory=lambda: [20, 3000])
+    """Observed stars per projection, drawn log-uniformly between the two values (equal values: fixed), so a
+    model sees every survey depth from ultra-faint dwarfs (~20 members) to Fornax (~2,600) and conditions on N★."""
     star_pool: int = 20000
-    """Stars sampled per galaxy in 3-D; each projection observes a Poisson-sized random subset of them."""
-    v_err_kms: float = 2.0
-    """Gaussian line-of-sight velocity error per star [km/s]."""
+    """Stars sampled per galaxy in 3-D; each projection observes a random subset of them (>= n_stars[1])."""
+    v_err_kms: list[float] = field(default_factory=lambda: [0.5, 10.0])
+    """Per-star line-of-sight velocity errors [km/s]: each projection draws a typical error log-uniformly in this
+    range (surveys from high-resolution spectrographs, ~0.5–2 km/s, to low-resolution ones, ~5–10 km/s) and each
+    star gets that error times a log-normal spread of ``v_err_scatter_dex``; equal values: one fixed error."""
+    v_err_scatter_dex: float = 0.15
+    """Star-to-star scatter of the velocity errors within one catalogue [dex] (fainter stars have larger errors)."""
+    binary_fraction: float = 0.0
+    """Fraction of observed stars that are unresolved binaries seen at one epoch: their v_los gets the primary's
+    orbital velocity (Duquennoy & Mayor 1991 log-normal periods, flat mass ratios, thermal eccentricities;
+    :mod:`galmass.mocks.binaries`). Real dSph samples: ~0.3–0.5 before multi-epoch cleaning."""
+    membership_clip: float = 3.0
+    """Membership step applied to every catalogue (mocks and ``predict`` alike, before σ and R_h are measured,
+    so the estimators see the same stars): iterative clipping of |v − median| > membership_clip × σ (robust);
+    0 disables it."""
+    recentre: bool = True
+    """Centre each catalogue on the stars' own estimated centre (:func:`galmass.maps.estimate_centre`), as an
+    observer must, instead of the true centre."""
+    selection_fov_rh: list[float] = field(default_factory=lambda: [3.0, 8.0])
+    """Spectroscopic footprint: targets lie within a radius drawn log-uniformly in this range, in units of the
+    population's R_h (equal values: fixed)."""
+    selection_bias: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    """Central concentration of target selection: a member at projected radius R is targeted with probability
+    ∝ (1 + R²/R_h²)^(−b), b drawn uniformly in this range (0: unbiased within the footprint)."""
     gas_cells: int = 2000
     """Gas resolution elements per galaxy disc (equal mass)."""
     npix: int = 64
@@ -123,10 +151,23 @@ class DataConfig:
                                   "HINT: 0.15 holds out 15 % of the galaxies")
         if self.workers < 0:
             raise ConfigError(f"data.workers must be >= 0, got {self.workers}. HINT: 0 uses all local cores")
-        for name in ("v_err_kms", "extent_rh", "vmax_sigma"):
-            if not getattr(self, name) >= 0 or (name != "v_err_kms" and getattr(self, name) == 0):
-                raise ConfigError(f"data.{name} must be {'>= 0' if name == 'v_err_kms' else '> 0'}, "
-                                  f"got {getattr(self, name)}")
+        for name in ("extent_rh", "vmax_sigma"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"data.{name} must be > 0, got {getattr(self, name)}")
+        _check_pair("data.n_stars", self.n_stars, 3, "e.g. [20, 3000]")
+        _check_pair("data.v_err_kms", self.v_err_kms, 0.0, "e.g. [0.5, 10]; [2, 2] for a fixed 2 km/s")
+        _check_pair("data.selection_fov_rh", self.selection_fov_rh, 1e-3, "e.g. [3, 8] R_h")
+        _check_pair("data.selection_bias", self.selection_bias, 0.0, "e.g. [0, 1]; [0, 0] for unbiased targeting")
+        if self.star_pool < self.n_stars[1]:
+            raise ConfigError(f"data.star_pool={self.star_pool} is below the largest catalogue data.n_stars[1]="
+                              f"{self.n_stars[1]}. HINT: raise data.star_pool")
+        if not 0.0 <= self.binary_fraction <= 1.0 or self.v_err_scatter_dex < 0 or self.membership_clip < 0:
+            raise ConfigError(f"need 0 <= data.binary_fraction <= 1, data.v_err_scatter_dex >= 0 and "
+                              f"data.membership_clip >= 0, got {self.binary_fraction}, {self.v_err_scatter_dex}, "
+                              f"{self.membership_clip}")
+        if 0 < self.membership_clip < 2:
+            raise ConfigError(f"data.membership_clip={self.membership_clip} would remove genuine members (a Gaussian "
+                              "has 5 % beyond 2σ). HINT: 3 is usual; 0 disables clipping")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError(
                 f"data.val_fraction + data.test_fraction = {self.val_fraction + self.test_fraction} leaves no "
@@ -135,8 +176,6 @@ class DataConfig:
         for name in ("galaxies_per_cell", "projections", "npix", "shard_size", "star_pool", "gas_cells"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.stars_mean <= 0:
-            raise ConfigError(f"data.stars_mean must be > 0, got {self.stars_mean}")
 
 
 @dataclass

@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["observation_to_sample", "sky_maps", "phase_map", "dispersion_stars", "estimate_centre",
-           "BEAM_MASK_FRACTION"]
+__all__ = ["observation_to_sample", "sky_maps", "phase_map", "dispersion_stars", "estimate_centre", "membership",
+           "summary_statistics", "BEAM_MASK_FRACTION"]
 
 BEAM_MASK_FRACTION = 1e-4
 """With a beam, a pixel is detected (mask 1) when it holds more than this fraction of the total smoothed weight."""
@@ -155,6 +155,57 @@ def phase_map(
     return hist.reshape(1, npix, npix).astype(np.float32)
 
 
+def membership(v_kms: ArrayLike, v_err_kms: ArrayLike, clip: float, min_members: int = 3,
+               max_iter: int = 20) -> NDArray[np.bool_]:
+    """Members by iterative sigma clipping of line-of-sight velocities (the usual dSph membership step).
+
+    Start from the median and 1.4826 × MAD (robust to a hot foreground), then repeat: keep stars with
+    |v − mean| <= clip × sqrt(σ² + err²) where mean and σ (error-corrected, :func:`dispersion_stars`) are those of
+    the current members, until the member set stops changing. ``clip`` = 0 keeps every star. At least
+    ``min_members`` stars are always kept (the closest to the centre in velocity).
+    """
+    v = _as_1d("v_kms", v_kms)
+    err = np.broadcast_to(np.asarray(v_err_kms, dtype=np.float64), v.shape)
+    keep = np.ones(v.size, dtype=bool)
+    if clip <= 0 or v.size <= min_members:
+        return keep
+    centre = float(np.median(v))
+    sigma = max(1.4826 * float(np.median(np.abs(v - centre))), 1e-3)
+    for _ in range(max_iter):
+        new = np.abs(v - centre) <= clip * np.sqrt(sigma**2 + err**2)
+        if new.sum() < min_members:
+            new = np.zeros_like(keep)
+            new[np.argsort(np.abs(v - centre))[:min_members]] = True
+        if np.array_equal(new, keep):
+            break
+        keep = new
+        centre = float(np.mean(v[keep]))
+        sigma = dispersion_stars(v[keep] - centre, err[keep])
+    return keep
+
+
+def summary_statistics(R_over_rh: NDArray[np.float64], dv_kms: NDArray[np.float64], err: NDArray[np.float64],
+                       x_over_rh: NDArray[np.float64], y_over_rh: NDArray[np.float64], sigma: float
+                       ) -> NDArray[np.float32]:
+    """Hand-made summaries of one catalogue (``galmass.datasets.schema.SUMMARY_NAMES``), scale-free.
+
+    σ in the four radius quartiles ÷ σ (always populated, unlike fixed bins), the 25/75/90 % radii ÷ R_h, the
+    velocity kurtosis (of v/sqrt(σ² + err²), 3 for a Gaussian), mean error ÷ σ and the positional ellipticity
+    1 − b/a from the second moments of the positions.
+    """
+    quart = np.quantile(R_over_rh, [0.25, 0.5, 0.75])
+    bins = np.digitize(R_over_rh, quart)
+    ratios = [dispersion_stars(dv_kms[bins == b], err[bins == b]) / sigma if np.sum(bins == b) >= 2 else 1.0
+              for b in range(4)]
+    z = dv_kms / np.sqrt(sigma**2 + err**2)
+    kurt = float(np.mean(z**4) / max(np.mean(z**2) ** 2, 1e-12))
+    cov = np.cov(np.vstack([x_over_rh, y_over_rh])) if x_over_rh.size >= 3 else np.eye(2)
+    ev = np.sort(np.linalg.eigvalsh(cov))
+    ellipticity = 1.0 - float(np.sqrt(max(ev[0], 0.0) / max(ev[1], 1e-12)))
+    q = np.quantile(R_over_rh, [0.25, 0.75, 0.9])
+    return np.array([*ratios, *q, kurt, float(np.mean(err)) / sigma, ellipticity], dtype=np.float32)
+
+
 def observation_to_sample(
     x_kpc: ArrayLike,
     y_kpc: ArrayLike,
@@ -166,34 +217,39 @@ def observation_to_sample(
     extent_rh: float,
     vmax_sigma: float,
     gas_beam_fwhm_rh: float = 0.0,
+    membership_clip: float = 0.0,
+    recentre: bool = False,
 ) -> dict[str, NDArray | float]:
-    """Model inputs of one projected observation (stars, optionally gas).
+    """Model inputs of one projected observation (stars, optionally gas), as an observer would make them.
+
+    Steps: membership by velocity clipping (``membership_clip``, :func:`membership`; 0 keeps all stars) →
+    centre on the members' own estimated centre (``recentre``, :func:`estimate_centre`; the gas is shifted by
+    the same offset) → R_h, systemic velocity, error-corrected σ★ of the members → maps, scalars, summaries.
 
     Parameters
     ----------
     x_kpc, y_kpc : array [N*]
-        Projected star positions [kpc] relative to the galaxy centre.
+        Projected star positions [kpc] relative to the (assumed) galaxy centre.
     v_kms : array [N*]
-        Observed line-of-sight velocities [km/s] (any systemic offset; it is removed with the stars' mean).
+        Observed line-of-sight velocities [km/s] (any systemic offset; it is removed with the members' mean).
     v_err_kms : float or array [N*]
-        Velocity errors [km/s] (1-sigma), used to correct sigma*.
+        Velocity errors [km/s] (1-sigma), used to correct σ★ and in the membership step.
     gas : tuple (x_kpc, y_kpc, v_kms, mass_msun) of arrays [N_gas], or None
         Gas cells / pixels with the same centre and velocity zero point as the stars; None for no gas.
-    npix : int
-        Map size (square).
-    extent_rh : float
-        Sky maps span +-extent_rh R_h; phase maps span R/R_h in [0, extent_rh].
-    vmax_sigma : float
-        Phase maps span v/scale in [-vmax_sigma, vmax_sigma].
+    npix, extent_rh, vmax_sigma : int, float, float
+        Map size; sky maps span ±extent_rh R_h, phase maps R/R_h ∈ [0, extent_rh] and v/scale ∈ ±vmax_sigma.
     gas_beam_fwhm_rh : float
         FWHM of the Gaussian beam of the gas sky map [R_h]; 0 (default) bins the cells without smoothing.
+    membership_clip, recentre : float, bool
+        The observer's membership and centring steps (the training data's settings: ``data.membership_clip``,
+        ``data.recentre``).
 
     Returns
     -------
     dict
-        "maps_stars" [4,H,W], "phase_stars" [1,H,W], "maps_gas" [4,H,W], "phase_gas" [1,H,W] (float32),
-        "scalars" [4] (float32), and floats "rh_kpc", "sigma_kms", "vrms_gas_kms" (0.0 without gas) and
-        "v_sys_kms" (the stars' mean v_los that was subtracted).
+        "maps_stars" [4,H,W], "phase_stars" [1,H,W], "maps_gas" [4,H,W], "phase_gas" [1,H,W], "scalars" [4],
+        "summary_stars" [len(SUMMARY_NAMES)] (float32); floats "rh_kpc", "sigma_kms", "vrms_gas_kms" (0.0 without
+        gas), "v_sys_kms", "centre_x_kpc", "centre_y_kpc"; "n_members" (int) and "members" (bool [N*]).
     """
     if npix < 1 or not extent_rh > 0 or not vmax_sigma > 0:
         raise ValueError(f"need npix >= 1, extent_rh > 0, vmax_sigma > 0; got {npix}, {extent_rh}, {vmax_sigma}")
@@ -206,7 +262,10 @@ def observation_to_sample(
     err = np.broadcast_to(np.asarray(v_err_kms, dtype=np.float64), (n,))
     if not np.all(np.isfinite(err)) or np.any(err < 0):
         raise ValueError("v_err_kms must be finite and >= 0. HINT: use 0 for exact velocities")
-
+    members = membership(v, err, membership_clip)
+    x, y, v, err = x[members], y[members], v[members], err[members]
+    cx, cy = estimate_centre(x, y) if recentre else (0.0, 0.0)
+    x, y = x - cx, y - cy
     R = np.hypot(x, y)
     rh = float(np.median(R))
     if not rh > 0:
@@ -215,42 +274,38 @@ def observation_to_sample(
     v_sys = float(np.mean(v))
     dv = v - v_sys
     sigma = dispersion_stars(dv, err)
-
-    ones = np.ones(n)
-    maps_stars = sky_maps(x / rh, y / rh, dv, ones, npix=npix, extent=extent_rh)
-    phase_stars = phase_map(R / rh, dv / sigma, ones, npix=npix, extent=extent_rh, vmax=vmax_sigma)
-
-    if gas is None:
-        maps_gas = np.zeros((4, npix, npix), dtype=np.float32)
-        phase_gas = np.zeros((1, npix, npix), dtype=np.float32)
-        vrms = 0.0
-        log_vrms = 0.0
-    else:
-        if len(gas) != 4:
-            raise ValueError(f"gas must be (x_kpc, y_kpc, v_kms, mass), got {len(gas)} arrays")
-        gx = _as_1d("gas x_kpc", gas[0])
-        ng = gx.size
-        gy = _as_1d("gas y_kpc", gas[1], ng)
-        gv = _as_1d("gas v_kms", gas[2], ng) - v_sys
-        gm = _as_1d("gas mass", gas[3], ng)
-        if ng == 0 or np.any(gm < 0) or not gm.sum() > 0:
-            raise ValueError("gas needs >= 1 cell, masses >= 0 and a positive total. HINT: pass gas=None for no gas")
-        # Mass-weighted rms about the stars' systemic velocity (rotation included: it is the gas velocity scale).
-        vrms = float(np.sqrt(np.sum(gm * gv * gv) / np.sum(gm)))
-        vrms = max(vrms, 1e-3)
-        log_vrms = np.log10(vrms)
-        maps_gas = sky_maps(gx / rh, gy / rh, gv, gm, npix=npix, extent=extent_rh, beam_fwhm=gas_beam_fwhm_rh)
-        phase_gas = phase_map(np.hypot(gx, gy) / rh, gv / vrms, gm, npix=npix, extent=extent_rh, vmax=vmax_sigma)
-
-    scalars = np.array([np.log10(rh), np.log10(sigma), log_vrms, np.log10(n)], dtype=np.float32)
-    return {
-        "maps_stars": maps_stars,
-        "phase_stars": phase_stars,
-        "maps_gas": maps_gas,
-        "phase_gas": phase_gas,
-        "scalars": scalars,
-        "rh_kpc": rh,
-        "sigma_kms": sigma,
-        "vrms_gas_kms": vrms,
-        "v_sys_kms": v_sys,
+    ones = np.ones(x.size)
+    out: dict[str, NDArray | float] = {
+        "maps_stars": sky_maps(x / rh, y / rh, dv, ones, npix=npix, extent=extent_rh),
+        "phase_stars": phase_map(R / rh, dv / sigma, ones, npix=npix, extent=extent_rh, vmax=vmax_sigma),
+        "summary_stars": summary_statistics(R / rh, dv, err, x / rh, y / rh, sigma),
+        "rh_kpc": rh, "sigma_kms": sigma, "v_sys_kms": v_sys, "centre_x_kpc": cx, "centre_y_kpc": cy,
+        "n_members": int(x.size), "members": members,
     }
+    out.update(_gas_inputs(gas, (cx, cy), v_sys, rh, npix, extent_rh, vmax_sigma, gas_beam_fwhm_rh))
+    log_vrms = np.log10(out["vrms_gas_kms"]) if gas is not None else 0.0
+    out["scalars"] = np.array([np.log10(rh), np.log10(sigma), log_vrms, np.log10(x.size)], dtype=np.float32)
+    return out
+
+
+def _gas_inputs(gas: tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike] | None, centre: tuple[float, float],
+                v_sys: float, rh: float, npix: int, extent: float, vmax: float, beam: float
+                ) -> dict[str, NDArray | float]:
+    """Gas sky and phase maps in the stars' frame (centre, systemic velocity, R_h); zeros without gas."""
+    if gas is None:
+        return {"maps_gas": np.zeros((4, npix, npix), dtype=np.float32),
+                "phase_gas": np.zeros((1, npix, npix), dtype=np.float32), "vrms_gas_kms": 0.0}
+    if len(gas) != 4:
+        raise ValueError(f"gas must be (x_kpc, y_kpc, v_kms, mass), got {len(gas)} arrays")
+    gx = _as_1d("gas x_kpc", gas[0]) - centre[0]
+    ng = gx.size
+    gy = _as_1d("gas y_kpc", gas[1], ng) - centre[1]
+    gv = _as_1d("gas v_kms", gas[2], ng) - v_sys
+    gm = _as_1d("gas mass", gas[3], ng)
+    if ng == 0 or np.any(gm < 0) or not gm.sum() > 0:
+        raise ValueError("gas needs >= 1 cell, masses >= 0 and a positive total. HINT: pass gas=None for no gas")
+    # Mass-weighted rms about the stars' systemic velocity (rotation included: it is the gas velocity scale).
+    vrms = max(float(np.sqrt(np.sum(gm * gv * gv) / np.sum(gm))), 1e-3)
+    return {"maps_gas": sky_maps(gx / rh, gy / rh, gv, gm, npix=npix, extent=extent, beam_fwhm=beam),
+            "phase_gas": phase_map(np.hypot(gx, gy) / rh, gv / vrms, gm, npix=npix, extent=extent, vmax=vmax),
+            "vrms_gas_kms": vrms}

@@ -92,5 +92,5 @@ def test_data_hash_ignores_location_but_not_content():
 
     a = load_config(None).data
     assert data_hash(a) == data_hash(load_config(None, ["--data.path=elsewhere", "--data.workers=7"]).data)
-    for change in ("--data.stars_mean=1000", "--data.npix=16", "--data.dtype=float16", "--data.suites=[compact]"):
+    for change in ("--data.n_stars=[1000,1000]", "--data.npix=16", "--data.dtype=float16", "--data.suites=[compact]"):
         assert data_hash(load_config(None, [change]).data) != data_hash(a), change

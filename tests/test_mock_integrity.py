@@ -25,7 +25,7 @@ def _flip_byte(path, offset_from_end: int = 200) -> None:
     path.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize("change", ["--data.stars_mean=1000", "--data.npix=8", "--data.dtype=float16"])
+@pytest.mark.parametrize("change", ["--data.n_stars=[1000,1000]", "--data.npix=8", "--data.dtype=float16"])
 def test_interrupted_generation_rerun_with_another_config_is_refused(tmp_path, change):
     out = tmp_path / "d"
     generate_dataset(_cfg(out), workers=1, progress=False, task_id=0, num_tasks=4)  # "killed" after a quarter

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cmd
-from galmass.config import DataConfig
+from galmass.config import load_config
 from galmass.datasets.reader import ShardedDataset, load_manifest
 from galmass.mocks.galaxy import draw_galaxy
 from galmass.mocks.observe import observe_particles
@@ -28,7 +28,13 @@ from galmass.snapshots import (
 H, A = 0.7, 0.8
 OFFSET = np.array([5000.0, 3000.0, 7000.0])  # [physical kpc] where the galaxy sits in the box
 BULK = np.array([100.0, -50.0, 30.0])  # [km/s]
-CFG = DataConfig(projections=8, npix=32, seed=4)
+# The observer's own centring and clipping are off so that ingest can be compared with the direct mock pixel by
+# pixel (they act on star positions that differ by float32 rounding and the ingest centre).
+# The footprint is made large and unbiased for the same reason (it is sized by each path's own R_h estimate).
+OBSERVE = ["--data.projections=8", "--data.npix=32", "--data.seed=4", "--data.recentre=false",
+           "--data.membership_clip=0", "--data.selection_fov_rh=[100,100]", "--data.selection_bias=[0,0]",
+           "--data.n_stars=[100,100]"]
+CFG = load_config(None, OBSERVE).data
 MAP_KEYS = ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars")
 MAP_ATOL = 1e-6
 """Round trip with the halo centre given and float64 coordinates: the maps must agree to float32 round-off. A
@@ -121,8 +127,7 @@ def test_round_trip_maps_equal_direct_mock(tmp_path, galaxy, particles, n_files)
         manifest_path = ingest_snapshot(files[0], out, CFG, centre=tuple(centre))
     else:  # through the command line, on the directory
         run_cmd(["galmass", "ingest", "--snapshot", str(tmp_path / "snapdir_005"), "--out", str(out),
-                 "--centre", ",".join(f"{c:.17g}" for c in centre), "--data.projections=8", "--data.npix=32",
-                 "--data.seed=4"])
+                 "--centre", ",".join(f"{c:.17g}" for c in centre), *OBSERVE])
         manifest_path = out / "manifest.json"
     manifest = load_manifest(out)
     assert manifest["created_by"] == "galmass ingest" and manifest["counts"]["test"] == CFG.projections

@@ -10,6 +10,7 @@ maps_gas               [n, 4, H, W]      the same for gas (mass-weighted)
 phase_stars            [n, 1, H, W]      stars R/R_h – v_los/σ★ PDF
 phase_gas              [n, 1, H, W]      gas R/R_h – v_los/v_rms PDF
 scalars                [n, 4]            log10 R_h [kpc], log10 σ★ [km/s], log10 v_rms,gas [km/s], log10 N★
+summary_stars          [n, 10]           scale-free summaries of the members (SUMMARY_NAMES)
 labels                 [n, 10]           log10 M_total(< f R_h) [Msun], f = 0.6 … 2.4
 meta/galaxy_id         [n] int64         galaxy identifier (unique in the dataset)
 meta/projection        [n] int32         line-of-sight index
@@ -38,6 +39,7 @@ __all__ = [
     "MAP_KEYS",
     "SAMPLE_KEYS",
     "SCALAR_NAMES",
+    "SUMMARY_NAMES",
     "tracer_keys",
     "shard_name",
     "MANIFEST",
@@ -46,8 +48,12 @@ __all__ = [
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 MAP_KEYS = ("maps_stars", "maps_gas", "phase_stars", "phase_gas")
-SAMPLE_KEYS = MAP_KEYS + ("scalars", "labels")
+SAMPLE_KEYS = MAP_KEYS + ("scalars", "summary_stars", "labels")
 SCALAR_NAMES = ("log10_rh_kpc", "log10_sigma_stars_kms", "log10_vrms_gas_kms", "log10_n_stars")
+SUMMARY_NAMES = ("sigma_q1_over_sigma", "sigma_q2_over_sigma", "sigma_q3_over_sigma", "sigma_q4_over_sigma",
+                 "r25_over_rh", "r75_over_rh", "r90_over_rh", "kurtosis", "mean_err_over_sigma", "ellipticity")
+"""``summary_stars`` columns (:func:`galmass.maps.summary_statistics`): σ in the four radius quartiles ÷ σ★, radii
+enclosing 25/75/90 % of the members ÷ R_h, velocity kurtosis, mean velocity error ÷ σ★, positional ellipticity."""
 
 TracerMode = Literal["stars", "gas", "gas+stars"]
 """Which tracers a model reads (the config's ``model.tracer``); the one definition of the modes."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from galmass import __version__
 from galmass.datasets.integrity import sha256_file
-from galmass.datasets.schema import MANIFEST, SCALAR_NAMES, SCHEMA_VERSION, scalar_index
+from galmass.datasets.schema import MANIFEST, SCALAR_NAMES, SCHEMA_VERSION, SUMMARY_NAMES, scalar_index
 from galmass.physics.constants import G, LOG_R_GRID, RADII_FACTORS
 from hpc.atomic import atomic_path, atomic_write_json
 
@@ -61,6 +61,8 @@ def write_shard_file(
                 fh.create_dataset(key, data=arr, chunks=(1,) + arr.shape[1:], track_times=False)
             fh.create_dataset("scalars", data=data["scalars"].astype(np.float32), track_times=False)
             fh["scalars"].attrs["names"] = list(SCALAR_NAMES)
+            fh.create_dataset("summary_stars", data=data["summary_stars"].astype(np.float32), track_times=False)
+            fh["summary_stars"].attrs["names"] = list(SUMMARY_NAMES)
             fh.create_dataset("labels", data=data["labels"].astype(np.float32), track_times=False)
             fh["labels"].attrs["radii_factors"] = RADII_FACTORS
             _write_meta(fh, data)
@@ -116,11 +118,18 @@ def normalisation_stats(directory: Path, entries: list[dict[str, Any]], split: s
         return {"mean": a.mean(0).tolist(), "std": np.maximum(a.std(0), 1e-6).tolist(),
                 "min": a.min(0).tolist(), "max": a.max(0).tolist()}
 
+    summaries = np.concatenate([_read_split(directory, e, "summary_stars") for e in entries if e["split"] == split])
     return {
         "scalars": stats(s),
+        "summary_stars": stats(summaries),
         "y_stars": stats(y - (2 * s[:, [scalar_index("log10_sigma_stars_kms")]] + rh - log_g)),
         "y_gas": stats(y - (2 * s[:, [scalar_index("log10_vrms_gas_kms")]] + rh - log_g)),
     }
+
+
+def _read_split(directory: Path, entry: dict[str, Any], key: str) -> np.ndarray:
+    with h5py.File(directory / entry["file"], "r") as fh:
+        return fh[key][:].astype(np.float64)
 
 
 def write_manifest(directory: Path, entries: list[dict[str, Any]], *, created_by: str, config: dict[str, Any],

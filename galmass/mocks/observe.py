@@ -9,24 +9,25 @@ from numpy.typing import NDArray
 
 from galmass.config import DataConfig
 from galmass.maps import observation_to_sample
+from galmass.mocks.binaries import binary_velocities
 from galmass.mocks.galaxy import Galaxy, sample_gas, sample_stars
 from galmass.mocks.projection import fibonacci_los, project
 from galmass.physics.constants import RADII_FACTORS
 
 MassProfile = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 
-__all__ = ["observe_galaxy", "observe_particles", "OBSERVATION_KEYS"]
+__all__ = ["observe_galaxy", "observe_particles", "draw_catalogue", "OBSERVATION_KEYS"]
 
-OBSERVATION_KEYS = ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars", "labels", "los", "projection",
-                    "n_stars")
+OBSERVATION_KEYS = ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars", "summary_stars", "labels", "los",
+                    "projection", "n_stars")
 
 
 def observe_galaxy(galaxy: Galaxy, cfg: DataConfig, rng: np.random.Generator) -> dict[str, NDArray]:
     """All P = cfg.projections observations of one mock galaxy (deterministic given ``rng``).
 
     Samples a pool of cfg.star_pool stars and cfg.gas_cells gas cells (in that order, from ``rng``), then calls
-    :func:`observe_particles` with the same ``rng`` and the galaxy's analytic M_total(<r) for the labels.
-    Contaminants (``cfg.contamination_fraction``) are spread over +-extent_rh times the galaxy's R_h (Plummer a).
+    :func:`observe_particles` with the same ``rng`` and the galaxy's analytic M_total(<r) for the labels; the
+    footprint is in units of the stellar population's projected half-number radius.
     """
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy Generator, got {type(rng).__name__}. HINT: np.random.default_rng(seed)")
@@ -47,13 +48,12 @@ def observe_particles(
 ) -> dict[str, NDArray]:
     """All P = cfg.projections observations of a particle galaxy (mock or ingested snapshot), given ``rng``.
 
-    For each line of sight of a Fibonacci sphere: a random roll about it, N* ~ Poisson(cfg.stars_mean) (at least
-    3, at most the pool) stars drawn from the pool without replacement, Gaussian velocity errors of cfg.v_err_kms,
-    the gas projected the same way, then :func:`galmass.maps.observation_to_sample`. With
-    cfg.contamination_fraction = f > 0, Binomial(N*, f) of the observed stars are foreground stars instead: uniform
-    over the map field (+-extent_rh x ``field_rh_kpc``) with v_los ~ N(0, cfg.contamination_sigma_kms) about the
-    systemic velocity. The labels are log10 M_total(< f R_h) [Msun] for f in RADII_FACTORS, with R_h the median
-    projected radius of that projection's observed stars (contaminants included: the observer cannot tell).
+    For each line of sight of a Fibonacci sphere (random roll about it) a spectroscopic catalogue is made as a
+    survey would (:func:`draw_catalogue`: N★ log-uniform in cfg.n_stars, targets inside a footprint and selected
+    with a central bias, foreground contaminants, unresolved binaries, per-star velocity errors), then the
+    observer's own steps — membership clipping and centring on the stars — and the maps
+    (:func:`galmass.maps.observation_to_sample`). The labels are log10 M_total(< f R_h) [Msun] for f in
+    RADII_FACTORS, with R_h the median projected radius of that projection's members about their estimated centre.
 
     Parameters
     ----------
@@ -68,13 +68,14 @@ def observe_particles(
     rng : numpy.random.Generator
         The only randomness.
     field_rh_kpc : float
-        R_h [kpc] used only to size the field over which contaminants are spread.
+        The population's projected half-number radius [kpc]: the unit of the footprint and of the selection.
 
     Returns
     -------
     dict
         "maps_stars" [P,4,H,W], "maps_gas" [P,4,H,W], "phase_stars" [P,1,H,W], "phase_gas" [P,1,H,W],
-        "scalars" [P,4], "labels" [P,10], "los" [P,3] (float32), "projection" [P], "n_stars" [P] (int32).
+        "scalars" [P,4], "summary_stars" [P,K], "labels" [P,10], "los" [P,3] (float32), "projection" [P],
+        "n_stars" [P] (int32, members after clipping).
     """
     pos_stars = np.asarray(pos_stars, dtype=np.float64)
     vel_stars = np.asarray(vel_stars, dtype=np.float64)
@@ -84,41 +85,70 @@ def observe_particles(
                          f"{vel_stars.shape}. HINT: a galaxy with fewer stars cannot be observed")
     if not (np.isfinite(field_rh_kpc) and field_rh_kpc > 0):
         raise ValueError(f"field_rh_kpc must be > 0 [kpc], got {field_rh_kpc}")
-    P, H = cfg.projections, cfg.npix
+    P = cfg.projections
     los = fibonacci_los(P)
-    out: dict[str, NDArray] = {
-        "maps_stars": np.empty((P, 4, H, H), np.float32),
-        "maps_gas": np.empty((P, 4, H, H), np.float32),
-        "phase_stars": np.empty((P, 1, H, H), np.float32),
-        "phase_gas": np.empty((P, 1, H, H), np.float32),
-        "scalars": np.empty((P, 4), np.float32),
-        "labels": np.empty((P, len(RADII_FACTORS)), np.float32),
-        "los": los.astype(np.float32),
-        "projection": np.arange(P, dtype=np.int32),
-        "n_stars": np.empty(P, np.int32),
-    }
-    f_c = cfg.contamination_fraction
-    half = cfg.extent_rh * field_rh_kpc
+    parts = []
     for p in range(P):
         roll = 2.0 * np.pi * rng.random()
-        n_obs = int(min(max(rng.poisson(cfg.stars_mean), 3), pool))
-        # No extra random numbers without contamination: the default datasets stay bit-identical.
-        n_fg = int(min(rng.binomial(n_obs, f_c), n_obs - 3)) if f_c > 0 else 0
-        idx = rng.choice(pool, size=n_obs - n_fg, replace=False)
-        x, y, v = project(pos_stars[idx], vel_stars[idx], los[p], roll)
-        if n_fg:
-            fx, fy = rng.uniform(-half, half, (2, n_fg))
-            fv = cfg.contamination_sigma_kms * rng.standard_normal(n_fg) + float(np.mean(v))
-            x, y, v = np.concatenate([x, fx]), np.concatenate([y, fy]), np.concatenate([v, fv])
-        v = v + cfg.v_err_kms * rng.standard_normal(n_obs)
+        x, y, v, err = draw_catalogue(*project(pos_stars, vel_stars, los[p], roll), cfg, rng, field_rh_kpc)
         gas_sky = None
         if gas is not None:
             gx, gy, gv = project(gas[0], gas[1], los[p], roll)
             gas_sky = (gx, gy, gv, gas[2])
-        sample = observation_to_sample(x, y, v, cfg.v_err_kms, gas_sky, npix=H, extent_rh=cfg.extent_rh,
-                                       vmax_sigma=cfg.vmax_sigma, gas_beam_fwhm_rh=cfg.gas_beam_fwhm_rh)
-        for key in ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars"):
-            out[key][p] = sample[key]
-        out["labels"][p] = np.log10(mass(RADII_FACTORS * sample["rh_kpc"]))
-        out["n_stars"][p] = n_obs
+        sample = observation_to_sample(x, y, v, err, gas_sky, npix=cfg.npix, extent_rh=cfg.extent_rh,
+                                       vmax_sigma=cfg.vmax_sigma, gas_beam_fwhm_rh=cfg.gas_beam_fwhm_rh,
+                                       membership_clip=cfg.membership_clip, recentre=cfg.recentre)
+        sample["labels"] = np.log10(mass(RADII_FACTORS * sample["rh_kpc"]))
+        sample["n_stars"] = sample["n_members"]
+        parts.append(sample)
+    out = {k: np.stack([np.asarray(s[k]) for s in parts]).astype(np.float32)
+           for k in ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars", "summary_stars", "labels")}
+    out.update(los=los.astype(np.float32), projection=np.arange(P, dtype=np.int32),
+               n_stars=np.array([s["n_stars"] for s in parts], dtype=np.int32))
     return out
+
+
+def _log_uniform(rng: np.random.Generator, lo_hi: list[float] | tuple[float, float]) -> float:
+    lo, hi = float(lo_hi[0]), float(lo_hi[1])
+    return lo if lo == hi else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def draw_catalogue(x: NDArray[np.float64], y: NDArray[np.float64], v: NDArray[np.float64], cfg: DataConfig,
+                   rng: np.random.Generator, rh_kpc: float
+                   ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """One spectroscopic catalogue from projected pool stars (x, y [kpc], v [km/s]) as a survey would take it.
+
+    1. N★ log-uniform in ``cfg.n_stars``; a footprint of radius log-uniform in ``cfg.selection_fov_rh`` × R_h;
+    2. members targeted without replacement inside the footprint with weight (1 + R²/R_h²)^(−b),
+       b uniform in ``cfg.selection_bias`` (spectroscopic surveys favour the bright, central field);
+    3. Binomial(N★, ``cfg.contamination_fraction``) of the targets are foreground stars instead: uniform over the
+       footprint, v ~ N(systemic, ``cfg.contamination_sigma_kms``);
+    4. a fraction ``cfg.binary_fraction`` of the members are unresolved binaries (:mod:`galmass.mocks.binaries`);
+    5. per-star errors: a catalogue error log-uniform in ``cfg.v_err_kms`` times a log-normal spread of
+       ``cfg.v_err_scatter_dex``; v_obs = v + err · N(0, 1).
+
+    Returns x, y [kpc], v_obs [km/s] and the per-star errors [km/s] (the observer's catalogue).
+    """
+    n_obs = int(round(_log_uniform(rng, cfg.n_stars)))
+    fov = _log_uniform(rng, cfg.selection_fov_rh) * rh_kpc
+    bias = float(rng.uniform(*cfg.selection_bias))
+    R2 = x * x + y * y
+    inside = np.flatnonzero(R2 < fov * fov)
+    if inside.size < 3:  # a footprint missing the galaxy (a tiny snapshot pool): take the three central stars
+        inside = np.argsort(R2)[:3]
+    n_fg = int(min(rng.binomial(n_obs, cfg.contamination_fraction), n_obs - 3)) if cfg.contamination_fraction else 0
+    n_mem = min(n_obs - n_fg, inside.size)
+    w = (1.0 + R2[inside] / rh_kpc**2) ** (-bias)
+    idx = rng.choice(inside, size=n_mem, replace=False, p=w / w.sum()) if bias > 0 else         rng.choice(inside, size=n_mem, replace=False)
+    xs, ys, vs = x[idx], y[idx], v[idx].copy()
+    if cfg.binary_fraction > 0:
+        is_binary = rng.random(n_mem) < cfg.binary_fraction
+        vs[is_binary] += binary_velocities(int(is_binary.sum()), rng)
+    if n_fg:
+        r_fg, phi = fov * np.sqrt(rng.random(n_fg)), 2.0 * np.pi * rng.random(n_fg)
+        xs = np.concatenate([xs, r_fg * np.cos(phi)])
+        ys = np.concatenate([ys, r_fg * np.sin(phi)])
+        vs = np.concatenate([vs, float(np.mean(v[idx])) + cfg.contamination_sigma_kms * rng.standard_normal(n_fg)])
+    n = xs.size
+    err = _log_uniform(rng, cfg.v_err_kms) * 10.0 ** (cfg.v_err_scatter_dex * rng.standard_normal(n))
+    return xs, ys, vs + err * rng.standard_normal(n), err
