@@ -80,7 +80,7 @@ def test_particles_match_analytic_profiles(galaxy):
     parts = galaxy_particles(galaxy, np.random.default_rng(2), n_stars=100_000, n_gas=100, n_dm=1_000_000, n_wind=0,
                              n_lowres=0)
     r = np.linalg.norm(parts[1].pos, axis=1)
-    radii = galaxy.a * np.array([2.0, 4.0, 10.0, 30.0])
+    radii = np.array([1.0, 2.0, 4.0, 0.9 * galaxy.c200]) * galaxy.r200 / galaxy.c200  # r_s .. 0.9 R200: resolved
     m_particles = np.array([parts[1].mass[r < x].sum() for x in radii])
     counts = np.array([np.count_nonzero(r < x) for x in radii])
     assert counts.min() > 20_000
@@ -160,10 +160,10 @@ def test_shrinking_sphere_and_float32(tmp_path, galaxy, particles):
     assert err < CENTRE_TOL_RH * galaxy.a, err
     got, ref = _shard(out), _direct(galaxy, particles)
     # A centre off by ~1 % R_h moves a few stars across pixel edges: most pixels still agree exactly; the
-    # scalars (R_h, sigma) agree to ~1 %.
+    # scalars agree to a few per cent (the median radius of 100 stars jumps between neighbouring stars).
     same = np.mean(np.abs(got["maps_stars"][:, 0] - ref["maps_stars"][:, 0]) < 1e-6)
     assert same > 0.95, same
-    np.testing.assert_allclose(got["scalars"][:, :2], ref["scalars"][:, :2], atol=0.01)
+    np.testing.assert_allclose(got["scalars"][:, :2], ref["scalars"][:, :2], atol=0.02)
 
 
 def _corrupt(path, action):

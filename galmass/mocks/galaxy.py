@@ -167,14 +167,15 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
     r_a = a * _log_uniform(rng, suite.om_ra_over_rh_range)
     beta = _uniform(rng, suite.beta_range)
     n = _uniform(rng, feedback.n_range)  # 'nfw' requires n_range = [0, 0], so n = 0 (and one draw used)
-    r_c = feedback.eta * a
     m_gas = mstar * _log_uniform(rng, suite.gas_to_stellar_range)
     r_d = a * _uniform(rng, suite.gas_rd_over_rh_range)
     sigma_gas = _uniform(rng, suite.gas_sigma_kms_range)
-    v_rad = _uniform(rng, feedback.radial_flow_range) * (1.0 if rng.random() < 0.5 else -1.0)
-    m2_frac, m2_phase = _uniform(rng, feedback.m2_range), 2.0 * np.pi * rng.random()
-    m1_frac, m1_phase = _uniform(rng, feedback.lopsided_range), 2.0 * np.pi * rng.random()
+    link = 1.0 + feedback.gas_core_link * (n - 0.5)  # 1 unless a recipe asks for a (weak) link
+    v_rad = link * _uniform(rng, feedback.radial_flow_range) * (1.0 if rng.random() < 0.5 else -1.0)
+    m2_frac, m2_phase = link * _uniform(rng, feedback.m2_range), 2.0 * np.pi * rng.random()
+    m1_frac, m1_phase = link * _uniform(rng, feedback.lopsided_range), 2.0 * np.pi * rng.random()
     normal = _random_unit_vector(rng)
+    r_c = _uniform(rng, feedback.eta_range) * a
     return Galaxy(
         m200=m200, c200=c200, r200=r200, mstar=mstar, a=a, om=om, beta=beta, r_a=r_a, n=n, r_c=r_c,
         m_gas=m_gas, r_d=r_d, sigma_gas=sigma_gas, v_rad_frac=v_rad, m2_frac=m2_frac, m2_phase=float(m2_phase),

@@ -42,7 +42,7 @@ class SuiteSpec:
     """Suite name; defaults to the file name without ``.yaml``."""
     description: str = ""
     """Free text: what this suite stands for."""
-    log10_m200_range: tuple[float, float] = (9.5, 11.0)
+    log10_m200_range: tuple[float, float] = (8.0, 11.0)
     """Dark-matter halo mass log10 M200 [Msun], drawn uniformly."""
     c200_offset_dex: float = 0.0
     """Shift of log10 c200 from the Dutton & Macciò (2014) median [dex] (> 0: more concentrated haloes)."""
@@ -58,8 +58,9 @@ class SuiteSpec:
     """Moster+2013 high-mass slope gamma."""
     smhm_scatter_dex: float = 0.2
     """Log-normal scatter of M* at fixed M200 [dex]."""
-    size_k: float = 0.015
-    """R_h = k R200 (Kravtsov 2013: 0.015); R_h is the projected half-number radius (Plummer scale)."""
+    size_k: float = 0.011
+    """Projected half-number radius R_h = k R200. Kravtsov (2013) finds the 3-D half-light radius r_1/2 ~ 0.015 R200;
+    projected, R_h ~ 3/4 r_1/2, hence the default 0.011."""
     size_scatter_dex: float = 0.2
     """Log-normal scatter of R_h at fixed R200 [dex] (Kravtsov 2013: ~0.2)."""
     om_fraction: float = 0.3
@@ -117,8 +118,13 @@ class FeedbackSpec:
     X = log10(M*/M200), so the core follows the star-formation efficiency; n_range must be [0, 0])."""
     n_range: tuple[float, float] = (0.0, 0.0)
     """coreNFW core strength n in [0, 1], drawn uniformly (must be [0, 0] for 'nfw')."""
-    eta: float = 1.75
-    """Core radius r_c = eta R_h (Read+2016: 1.75)."""
+    eta_range: tuple[float, float] = (1.75, 1.75)
+    """coreNFW core radius r_c = eta R_h, eta drawn uniformly (Read, Agertz & Collins 2016 find 1.75 on average;
+    a range lets the core radius vary independently of the stars)."""
+    gas_core_link: float = 0.0
+    """Explicit, weak link between the core and the gas disturbances, in [0, 1]: every gas non-equilibrium amplitude
+    is multiplied by (1 + gas_core_link (n − 0.5)) with n the coreNFW core strength. 0 (default): none, so the
+    gas disturbance amplitude cannot reveal the feedback model by itself."""
     radial_flow_range: tuple[float, float] = (0.0, 0.03)
     """Gas radial in/outflow speed as a fraction of v_c, drawn uniformly; the sign (in or out) is random."""
     m2_range: tuple[float, float] = (0.0, 0.03)
@@ -131,8 +137,9 @@ class FeedbackSpec:
         if self.profile in ("nfw", "dc14") and self.n_range != (0.0, 0.0):
             raise ConfigError(f"profile '{self.profile}' has no coreNFW n, but n_range = {list(self.n_range)}. "
                               "HINT: set profile: corenfw, or n_range: [0, 0]")
-        if not self.eta > 0:
-            raise ConfigError(f"eta must be > 0, got {self.eta}. HINT: Read+2016 use 1.75")
+        _check_range("eta_range", self.eta_range, 1e-3)
+        if not 0.0 <= self.gas_core_link <= 1.0:
+            raise ConfigError(f"gas_core_link must be in [0, 1], got {self.gas_core_link}. HINT: 0 means no link")
         for key in ("radial_flow_range", "m2_range", "lopsided_range"):
             _check_range(key, getattr(self, key), 0.0, 1.0)
 
