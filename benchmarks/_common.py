@@ -89,14 +89,15 @@ def ddp_bench_setup(data_path: str, galaxies_per_cell: int) -> DdpBench:
     import torch
 
     from galmass.config import load_config
-    from galmass.datasets import ShardedDataset, load_manifest, tracer_keys
+    from galmass.datasets import ShardedDataset, load_manifest
+    from galmass.models.network import input_keys
     from galmass.models.io import build_model
     from hpc.dist import init_distributed
 
     torch.set_num_threads(1)
     info = init_distributed()
     cfg = load_config(None, [f"--data.path={data_path}", f"--data.galaxies_per_cell={galaxies_per_cell}"])
-    keys = tracer_keys(cfg.model.tracer) + ("scalars", "labels")
+    keys = input_keys(cfg.model) + ("labels",)
     data = ShardedDataset(cfg.data.path, "train", keys, verify=False)
     model = build_model(cfg, load_manifest(cfg.data.path))
     net = torch.nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model

@@ -23,7 +23,8 @@ import torch
 from _common import ROOT, load_average, machine, train_step, write_result
 
 from galmass.config import load_config  # noqa: E402
-from galmass.datasets import ShardedDataset, load_manifest, tracer_keys  # noqa: E402
+from galmass.datasets import ShardedDataset, load_manifest  # noqa: E402
+from galmass.models.network import input_keys  # noqa: E402
 from galmass.mocks.generate import generate_dataset  # noqa: E402
 from galmass.models.io import build_model  # noqa: E402
 from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader, dali_available  # noqa: E402
@@ -74,7 +75,7 @@ def main() -> int:
     generate_dataset(cfg.data, progress=False)
     manifest = load_manifest(cfg.data.path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    keys = tracer_keys(cfg.model.tracer) + ("scalars", "labels")
+    keys = input_keys(cfg.model) + ("labels",)
     data = ShardedDataset(cfg.data.path, "train", keys)
     bs = cfg.train.batch_size
     source = BatchSource(data, keys, bs, 0, 1, seed=0, max_steps=args.steps, block=args.block)

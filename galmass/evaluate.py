@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from galmass.config import Config, ConfigError
-from galmass.datasets import DatasetError, ShardedDataset, TruthProfiles, load_manifest, scalar_index, tracer_keys
+from galmass.datasets import DatasetError, ShardedDataset, TruthProfiles, load_manifest, scalar_index
 from galmass.datasets.integrity import manifest_hash, sha256_file
 from galmass.metrics.estimators import ESTIMATORS
 from galmass.metrics.summary import compute_metrics
 from galmass.models.io import load_trained, to_torch
+from galmass.models.network import input_keys
 from hpc.atomic import atomic_write_bytes, atomic_write_json
 from hpc.launchers import MpiEnv
 
@@ -73,7 +74,7 @@ def _sample_batches(model, data: ShardedDataset, idx: np.ndarray, n_samples: int
     out: dict[int, dict[str, np.ndarray]] = {}
     for b in batches:
         raw = data.get_batch(idx[b * batch_size : (b + 1) * batch_size])
-        batch = to_torch({k: raw[k] for k in model.map_keys + ("scalars", "labels")}, torch.device("cpu"))
+        batch = to_torch({k: raw[k] for k in model.input_keys + ("labels",)}, torch.device("cpu"))
         torch.manual_seed(batch_seed(seed, b))
         with torch.inference_mode():
             samples = model.sample(batch, n_samples).numpy()
@@ -192,7 +193,7 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, split: str | Non
     if n_samples < 1:
         raise ConfigError(f"--samples must be >= 1 posterior draws per projection, got {n_samples}")
     path, own = resolve_dataset(run_dir, cfg, blob, data_path)
-    data = ShardedDataset(path, split, tracer_keys(cfg.model.tracer) + ("scalars", "labels"), meta=True,
+    data = ShardedDataset(path, split, input_keys(cfg.model) + ("labels",), meta=True,
                           valid_only=not ev.use_flagged_labels)
     if int(data.manifest["npix"]) != int(blob["npix"]):
         raise DatasetError(f"{path}: maps are {data.manifest['npix']} px, the model was trained on {blob['npix']} px. "

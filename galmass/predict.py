@@ -147,7 +147,7 @@ def predict(run_dir: str | Path, stars: str | Path, gas: str | Path | None = Non
         notes.append("no v_err_kms column: velocity errors taken as 0 (σ★ not error-corrected)")
     for msg in notes:
         warnings.warn(msg, stacklevel=2)
-    batch = {k: torch.as_tensor(np.asarray(sample[k])[None]) for k in model.map_keys + ("scalars",)}
+    batch = {k: torch.as_tensor(np.asarray(sample[k])[None]) for k in model.input_keys}
     torch.manual_seed(seed)
     samples = model.sample(batch, n_samples)[:, 0].numpy().astype(np.float64)  # [S, 10]
     factors = np.asarray(blob["radii_factors"], dtype=np.float64)

@@ -40,10 +40,11 @@ import torch
 import yaml
 
 from galmass.config import Config, ConfigError, config_diffs, config_to_dict, data_hash, dump_config, load_config
-from galmass.datasets import DatasetError, ShardedDataset, load_manifest, tracer_keys
+from galmass.datasets import DatasetError, ShardedDataset, load_manifest
 from galmass.datasets.integrity import manifest_hash
 from galmass.models import MassPosterior
 from galmass.models.io import build_model, save_model, to_torch
+from galmass.models.network import input_keys
 from hpc import checkpoint as ckpt
 from hpc.atomic import DiskFullError, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader, dali_available
@@ -190,7 +191,7 @@ def open_data(cfg: Config) -> tuple[dict[str, Any], str, ShardedDataset, Sharded
             f"{Path(cfg.data.path) / 'manifest.json'}: this dataset was made with a different data config "
             f"({'; '.join(diffs) or 'hash ' + found + ' vs ' + wanted}). Training would record settings the data "
             "do not have. HINT: run `galmass mock` with this config (another data.path), or drop the data overrides")
-    keys = tracer_keys(cfg.model.tracer) + ("scalars", "labels")
+    keys = input_keys(cfg.model) + ("labels",)
     # Both splits are checksummed: the validation NLL picks best.pt and stops training.
     valid_only = not cfg.train.use_flagged_labels
     return manifest, found, *(ShardedDataset(cfg.data.path, split, keys, valid_only=valid_only)
@@ -220,7 +221,7 @@ def build_session(cfg: Config, info: DistInfo, run_dir: Path, requeue: bool) -> 
         train_set, keys, cfg.train.batch_size, info.rank, info.world_size, cfg.train.seed,
         shuffle=True, pad=True, max_steps=cfg.train.max_steps_per_epoch,
         sky_keys=[k for k in keys if k.startswith("maps_")], augment=cfg.train.augment, noise=cfg.train.aug_noise,
-        block=cfg.train.shuffle_block,
+        block=cfg.train.shuffle_block, target_key="labels", target_noise=cfg.model.label_noise_dex,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     spe = source.steps_per_epoch

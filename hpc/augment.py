@@ -24,10 +24,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["draw_symmetries", "noise_for_sample", "apply_numpy", "symmetry_numpy"]
+__all__ = ["draw_symmetries", "noise_for_sample", "target_noise", "apply_numpy", "symmetry_numpy"]
 
 _TAG_SYMMETRY = 0x5157  # separate the streams of symmetries and noise drawn from one (seed, epoch, step)
 _TAG_NOISE = 0x4E53
+_TAG_TARGET = 0x5447
 
 
 def draw_symmetries(seed: int, epoch: int, step: int, global_batch: int) -> np.ndarray:
@@ -48,6 +49,16 @@ def noise_for_sample(seed: int, epoch: int, step: int, position: int, shapes: Se
     """Standard-normal fields (float32) for the sky maps of the sample at ``position`` of the global batch."""
     rng = np.random.default_rng([seed, epoch, step, position, _TAG_NOISE])
     return [rng.standard_normal(size=s, dtype=np.float32) for s in shapes]
+
+
+def target_noise(seed: int, epoch: int, step: int, global_batch: int, dim: int) -> np.ndarray:
+    """Standard-normal jitter ``[global_batch, dim]`` (float32) for the training targets of one global batch.
+
+    A function of (seed, epoch, step) only, drawn for the whole global batch, so every rank count and both
+    loaders add the same jitter to the same sample, and a resumed run adds what an uninterrupted one does.
+    """
+    rng = np.random.default_rng([seed, epoch, step, _TAG_TARGET])
+    return rng.standard_normal(size=(global_batch, dim), dtype=np.float32)
 
 
 def symmetry_numpy(x: np.ndarray, flags: np.ndarray) -> np.ndarray:

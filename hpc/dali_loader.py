@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpc.augment import apply_numpy, draw_symmetries, noise_for_sample
+from hpc.augment import apply_numpy, draw_symmetries, noise_for_sample, target_noise
 from hpc.sampler import GlobalBatchSampler
 
 __all__ = ["DaliUnavailableError", "dali_available", "BatchSource", "TorchLoader", "DaliLoader"]
@@ -84,6 +84,9 @@ class BatchSource:
         Random D4 symmetries of the sky maps (:mod:`hpc.augment`).
     noise : float
         Relative noise amplitude for the sky maps (0: none); only used with ``augment``.
+    target_key, target_noise : str or None, float
+        Add Gaussian jitter of standard deviation ``target_noise`` to the entry ``target_key`` (e.g. regression
+        targets lying on a thin manifold; :func:`hpc.augment.target_noise`); 0: none.
 
     Notes
     -----
@@ -93,20 +96,24 @@ class BatchSource:
 
     def __init__(self, data: Any, keys: Sequence[str], global_batch: int, rank: int, world_size: int, seed: int,
                  shuffle: bool = True, pad: bool = True, max_steps: int = 0, sky_keys: Sequence[str] = (),
-                 augment: bool = False, noise: float = 0.0, block: int = 1) -> None:
+                 augment: bool = False, noise: float = 0.0, block: int = 1, target_key: str | None = None,
+                 target_noise: float = 0.0) -> None:
         if not hasattr(data, "get_batch"):
             raise ValueError(f"data ({type(data).__name__}) has no get_batch(indices). HINT: wrap it so that "
                              "get_batch(indices) returns a dict of arrays.")
         missing = [k for k in sky_keys if k not in keys]
         if missing:
             raise ValueError(f"sky_keys {missing} are not among keys {list(keys)}.")
-        if noise < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}.")
+        if noise < 0 or target_noise < 0:
+            raise ValueError(f"noise and target_noise must be >= 0, got {noise}, {target_noise}.")
+        if target_noise > 0 and target_key not in keys:
+            raise ValueError(f"target_key {target_key!r} is not among keys {list(keys)}.")
         self.data = data
         self.keys = tuple(keys)
         self.sky_keys = tuple(sky_keys)
         self.augment = bool(augment)
         self.noise = float(noise) if augment else 0.0
+        self.target_key, self.target_noise = target_key, float(target_noise)
         self.sampler = GlobalBatchSampler(len(data), global_batch, rank, world_size, seed, shuffle=shuffle,
                                           pad=pad, max_steps=max_steps, block=block)
         # Position at which a DALI pipeline starts (its BatchInfo counts from there); see DaliLoader.
@@ -163,7 +170,13 @@ class BatchSource:
         was measured 2–70× slower here (benchmarks/results/hdf5_read.md).
         """
         batch = self.data.get_batch(self.indices(epoch, step))
-        return {k: np.ascontiguousarray(batch[k]) for k in self.keys}
+        out = {k: np.ascontiguousarray(batch[k]) for k in self.keys}
+        if self.target_noise > 0:
+            y = out[self.target_key]
+            lo = self.sampler.rank * self.local_batch
+            jitter = target_noise(self.sampler.seed, epoch, step, self.sampler.global_batch, int(np.prod(y.shape[1:])))
+            out[self.target_key] = y + self.target_noise * jitter[lo:lo + self.local_batch].reshape(y.shape)
+        return out
 
     def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
         """This rank's finished batch: read, then augmented on the CPU if requested."""

@@ -12,10 +12,13 @@ from galmass.config import ModelConfig
 from galmass.models import MapEncoder, MassPosterior
 from galmass.physics.constants import G
 
+_CORR = 0.9 ** np.abs(np.subtract.outer(np.arange(10), np.arange(10)))  # strongly correlated neighbouring radii
 NORM = {
     "scalars": {"mean": [-0.3, 1.0, 1.3, 2.0], "std": [0.2, 0.1, 0.2, 0.05]},
-    "y_stars": {"mean": [0.1 * i for i in range(10)], "std": [0.1] * 10},
-    "y_gas": {"mean": [0.0] * 10, "std": [0.2] * 10},
+    "summary_stars": {"mean": [1.0] * 10, "std": [0.2] * 10},
+    "y_stars": {"mean": [0.1 * i for i in range(10)], "std": [0.1] * 10,
+                "corr": _CORR.tolist()},
+    "y_gas": {"mean": [0.0] * 10, "std": [0.2] * 10, "corr": np.eye(10).tolist()},
 }
 
 
@@ -25,6 +28,7 @@ def batch(n=3, npix=16, seed=0):
     b.update({f"phase_{t}": torch.rand(n, 1, npix, npix, generator=g) for t in ("stars", "gas")})
     b["scalars"] = torch.tensor([[-0.3, 1.0, 1.2, 2.0]] * n) + 0.01 * torch.rand(n, 4, generator=g)
     b["labels"] = 7.0 + torch.rand(n, 10, generator=g)
+    b["summary_stars"] = 1.0 + 0.1 * torch.rand(n, 10, generator=g)
     return b
 
 
@@ -32,7 +36,7 @@ def batch(n=3, npix=16, seed=0):
 def test_branches_and_shapes(tracer, branches):
     torch.manual_seed(0)
     net = MassPosterior(ModelConfig(tracer=tracer, widths=[8, 16], embed_dim=16, flow_hidden=[16]), 16, NORM)
-    assert len(net.encoders) == branches
+    assert len(net.members) == 1 and len(net.members[0].encoders) == branches
     b = batch()
     assert net(b).shape == (3,)
     assert net.sample(b, 5).shape == (5, 3, 10)
@@ -70,3 +74,37 @@ def test_encoder_geometry_errors():
     with pytest.raises(ValueError, match=r"expected \[B, 4, H, W\]"):
         enc(torch.zeros(2, 3, 16, 16))
     assert enc(torch.zeros(2, 4, 16, 16)).shape == (2, 5)
+
+
+def test_label_whitening_decorrelates_and_inverts():
+    net = MassPosterior(ModelConfig(tracer="stars", widths=[8], embed_dim=8, flow_hidden=[8], label_noise_dex=0.0),
+                        16, NORM)
+    # Labels drawn with the normalisation's correlation come out uncorrelated and of unit variance.
+    g = torch.Generator().manual_seed(1)
+    std = torch.randn(20000, 10, generator=g) @ torch.tensor(np.linalg.cholesky(_CORR), dtype=torch.float32).T
+    scalars = torch.zeros(20000, 4)
+    labels = std * net.y_std + net.y_mean + net.log_mass_offset(scalars)[:, None]
+    y = net.to_y(labels, scalars)
+    assert torch.allclose(torch.cov(y.T), torch.eye(10), atol=0.05)
+    torch.testing.assert_close(net.from_y(y, scalars), labels, atol=1e-4, rtol=0)
+    plain = MassPosterior(ModelConfig(tracer="stars", widths=[8], embed_dim=8, flow_hidden=[8], whiten_labels=False),
+                          16, NORM)
+    assert torch.cov(plain.to_y(labels, scalars).T)[0, 1] > 0.8  # the check can fail: without whitening, correlated
+
+
+def test_ensemble_is_a_mixture_of_independent_members():
+    torch.manual_seed(0)
+    cfg = ModelConfig(tracer="stars", widths=[8], embed_dim=8, flow_hidden=[8], ensemble=3)
+    net = MassPosterior(cfg, 16, NORM)
+    b = batch(n=4)
+    w0, w1 = (m.fusion[0].weight for m in net.members[:2])
+    assert not torch.equal(w0, w1)  # independently initialised
+    per_member = torch.stack([-m.flow(m.context(*net._inputs(b))).log_prob(net.to_y(b["labels"], b["scalars"]))
+                              for m in net.members])
+    torch.testing.assert_close(net(b), per_member.mean(0))
+    torch.testing.assert_close(net.log_prob(b), torch.logsumexp(-per_member, 0) - math.log(3))
+    draws = net.sample(b, 3000)
+    assert draws.shape == (3000, 4, 10) and torch.isfinite(draws).all()
+    # Summaries enter the context: changing them changes it.
+    b2 = dict(b, summary_stars=b["summary_stars"] + 1.0)
+    assert not torch.allclose(net.context(b), net.context(b2))

@@ -57,12 +57,13 @@ class _FakeComm:
 
 
 def test_round_robin_split_reassembles_serial_order(tiny_run, tiny_dataset):
-    from galmass.datasets import ShardedDataset, tracer_keys
+    from galmass.datasets import ShardedDataset
+    from galmass.models.network import input_keys
     from galmass.evaluate import posterior_samples
     from galmass.models.io import load_trained
 
     model, cfg, _ = load_trained(tiny_run)
-    data = ShardedDataset(tiny_dataset, "test", tracer_keys(cfg.model.tracer) + ("scalars", "labels"), meta=True)
+    data = ShardedDataset(tiny_dataset, "test", input_keys(cfg.model) + ("labels",), meta=True)
     serial = posterior_samples(model, data, 20, 5, 7)
     box: dict = {}
     assert posterior_samples(model, data, 20, 5, 7, comm=_FakeComm(1, box)) is None  # rank 1 returns nothing

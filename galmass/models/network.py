@@ -1,11 +1,17 @@
-"""The galmass posterior network: one CNN branch per map and tracer, fusion with scalars, a zuko flow head.
+"""The galmass posterior network: one CNN branch per map and tracer, fusion with scalars and summary statistics,
+a zuko flow head; optionally a deep ensemble of such networks whose posterior is their mixture.
 
-Normalisation (mass in units of the virial scale σ² R_h / G, as in Wolf et al. 2010): the flow models the scale-free, standardised
-    y = (log10 M(<f R_h) − log10(v² R_h / G) − μ_y) / s_y
-with v = σ★ (tracer modes with stars) or v_rms of the gas (gas only); maps enter scale-free (positions in R_h,
-velocities in v) and log10 R_h, log10 v (and log10 N★ with stars) enter as standardised scalars. The statistics
-come from the training split (dataset manifest) and live in the model's buffers, so a checkpoint is
-self-contained for prediction.
+Normalisation (mass in units of the virial scale σ² R_h / G, as in Wolf et al. 2010): the flow models the
+scale-free, standardised and (by default) decorrelated labels
+
+    y = L⁻¹ (log10 M(<f R_h) − log10(v² R_h / G) − μ_y) / s_y
+
+with v = σ★ (tracer modes with stars) or v_rms of the gas (gas only) and L the Cholesky factor of the training
+labels' correlation matrix plus the variance of the training jitter (``model.label_noise_dex``; the ten labels of
+one profile lie on a thin manifold, and the jitter gives the density a floor width). Maps enter scale-free (positions in R_h, velocities in v); log10 R_h, log10 v,
+log10 N★ and the members' summary statistics (σ profile in radius quartiles, radius quantiles, kurtosis, errors,
+ellipticity) enter standardised. All statistics come from the training split (dataset manifest) and live in the
+model's buffers, so a model file is self-contained for prediction.
 """
 
 from __future__ import annotations
@@ -22,59 +28,88 @@ from galmass.datasets.schema import scalar_index, tracer_keys
 from galmass.models.encoder import MapEncoder
 from galmass.physics.constants import G
 
-__all__ = ["MassPosterior", "LOG10_G"]
+__all__ = ["MassPosterior", "LOG10_G", "input_keys"]
 
 LOG10_G = math.log10(G)
 _SKY_CHANNELS, _PHASE_CHANNELS = 4, 1
 
 
+def input_keys(cfg: ModelConfig) -> tuple[str, ...]:
+    """The per-sample datasets a model with this config reads (maps of its tracers, scalars, summaries)."""
+    uses_summaries = cfg.summaries and "stars" in cfg.tracer
+    return tracer_keys(cfg.tracer) + ("scalars",) + (("summary_stars",) if uses_summaries else ())
+
+
+def _whitening(stats: dict[str, Any], noise_dex: float) -> torch.Tensor:
+    """Cholesky factor L of the correlation of the standardised labels plus the jitter's variance, so that
+    L⁻¹ maps the (jittered) training labels to ~unit covariance without amplifying the manifold's thin directions
+    beyond the jitter (a 1e-6 floor keeps L definite without jitter)."""
+    corr = torch.tensor(stats["corr"], dtype=torch.float64)
+    floor = torch.clamp((noise_dex / torch.tensor(stats["std"], dtype=torch.float64)) ** 2, min=1e-6)
+    return torch.linalg.cholesky(corr + torch.diag(floor))
+
+
+class _Member(nn.Module):
+    """One network: a CNN per map, a fusion MLP with the standardised scalar inputs, a conditional flow."""
+
+    def __init__(self, cfg: ModelConfig, npix: int, map_keys: tuple[str, ...], n_inputs: int, n_labels: int) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict({
+            key: MapEncoder(_SKY_CHANNELS if key.startswith("maps_") else _PHASE_CHANNELS, (npix, npix), cfg.widths,
+                            cfg.embed_dim)
+            for key in map_keys})
+        fused_in = cfg.embed_dim * len(map_keys) + n_inputs
+        self.fusion = nn.Sequential(
+            nn.Linear(fused_in, 2 * cfg.embed_dim), nn.SiLU(), nn.Linear(2 * cfg.embed_dim, cfg.embed_dim), nn.SiLU())
+        flow_cls = {"maf": zuko.flows.MAF, "nsf": zuko.flows.NSF}[cfg.flow]
+        self.flow = flow_cls(features=n_labels, context=cfg.embed_dim, transforms=cfg.flow_transforms,
+                             hidden_features=tuple(cfg.flow_hidden))
+
+    def context(self, maps: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        feats = [self.encoders[k](x) for k, x in maps.items()] + [inputs]
+        return self.fusion(torch.cat(feats, dim=1))
+
+
 class MassPosterior(nn.Module):
-    """p(log10 M(<f_i R_h), i=1..10 | maps, scalars).
+    """p(log10 M(<f_i R_h), i=1..10 | maps, scalars, summaries), a mixture over ``cfg.ensemble`` members.
 
     Args:
-        cfg: model section of the config (tracer mode, widths, flow).
+        cfg: model section of the config (tracer mode, widths, flow, summaries, whitening, ensemble).
         npix: map size in pixels (square maps).
         normalisation: the manifest's ``normalisation`` block (train-split statistics).
         n_labels: number of radii (10).
 
     Example:
         >>> net = MassPosterior(ModelConfig(tracer="stars"), 32, manifest["normalisation"])
-        >>> net.log_prob(batch).shape  # (B,)
+        >>> net(batch).shape, net.sample(batch, 100).shape  # (B,) NLL and (100, B, 10) samples
     """
 
     def __init__(self, cfg: ModelConfig, npix: int, normalisation: dict[str, Any], n_labels: int = 10) -> None:
         super().__init__()
         self.tracer = cfg.tracer
         self.map_keys = tracer_keys(cfg.tracer)
-        self.encoders = nn.ModuleDict(
-            {
-                key: MapEncoder(
-                    _SKY_CHANNELS if key.startswith("maps_") else _PHASE_CHANNELS, (npix, npix), cfg.widths,
-                    cfg.embed_dim,
-                )
-                for key in self.map_keys
-            }
-        )
+        self.input_keys = input_keys(cfg)
         # The velocity scale: σ★ when the model sees stars, else the gas v_rms.
         self.vcol = scalar_index("log10_vrms_gas_kms" if cfg.tracer == "gas" else "log10_sigma_stars_kms")
         self.rcol = scalar_index("log10_rh_kpc")
         self.scalar_cols = [self.rcol, self.vcol] + ([scalar_index("log10_n_stars")] if "stars" in cfg.tracer else [])
-        sc = normalisation["scalars"]
-        ys = normalisation["y_gas" if cfg.tracer == "gas" else "y_stars"]
-        self.register_buffer("s_mean", torch.tensor(sc["mean"], dtype=torch.float32)[self.scalar_cols])
-        self.register_buffer("s_std", torch.tensor(sc["std"], dtype=torch.float32)[self.scalar_cols])
-        self.register_buffer("y_mean", torch.tensor(ys["mean"], dtype=torch.float32))
-        self.register_buffer("y_std", torch.tensor(ys["std"], dtype=torch.float32))
-        fused_in = cfg.embed_dim * len(self.map_keys) + len(self.scalar_cols)
-        self.fusion = nn.Sequential(
-            nn.Linear(fused_in, 2 * cfg.embed_dim), nn.SiLU(), nn.Linear(2 * cfg.embed_dim, cfg.embed_dim), nn.SiLU()
-        )
-        flow_cls = {"maf": zuko.flows.MAF, "nsf": zuko.flows.NSF}[cfg.flow]
-        self.flow = flow_cls(
-            features=n_labels, context=cfg.embed_dim, transforms=cfg.flow_transforms,
-            hidden_features=tuple(cfg.flow_hidden),
-        )
+        self._register_normalisation(cfg, normalisation, n_labels)
+        n_inputs = len(self.scalar_cols) + (self.u_mean.numel() if "summary_stars" in self.input_keys else 0)
+        self.members = nn.ModuleList(
+            [_Member(cfg, npix, self.map_keys, n_inputs, n_labels) for _ in range(cfg.ensemble)])
         self.npix = npix
+
+    def _register_normalisation(self, cfg: ModelConfig, norm: dict[str, Any], n_labels: int) -> None:
+        sc = norm["scalars"]
+        ys = norm["y_gas" if cfg.tracer == "gas" else "y_stars"]
+        summ = norm.get("summary_stars", {"mean": [], "std": []})
+        chol = _whitening(ys, cfg.label_noise_dex) if cfg.whiten_labels else torch.eye(n_labels, dtype=torch.float64)
+        for name, values in (("s_mean", torch.tensor(sc["mean"])[self.scalar_cols]),
+                             ("s_std", torch.tensor(sc["std"])[self.scalar_cols]),
+                             ("u_mean", torch.tensor(summ["mean"])), ("u_std", torch.tensor(summ["std"])),
+                             ("y_mean", torch.tensor(ys["mean"])), ("y_std", torch.tensor(ys["std"])),
+                             ("chol", chol), ("chol_inv", torch.linalg.inv(chol))):
+            self.register_buffer(name, values.to(torch.float32))
 
     # -- input preparation ---------------------------------------------------------------------------------------
     def _vscale(self, scalars: torch.Tensor) -> torch.Tensor:
@@ -89,11 +124,17 @@ class MassPosterior(nn.Module):
         v = self._vscale(scalars)[:, None, None]
         return torch.stack([torch.log1p(x[:, 0] * npx), x[:, 1] / v, x[:, 2] / v, x[:, 3]], dim=1)
 
-    def context(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         scalars = batch["scalars"].float()
-        feats = [self.encoders[k](self.prepare_map(k, batch[k], scalars)) for k in self.map_keys]
-        feats.append((scalars[:, self.scalar_cols] - self.s_mean) / self.s_std)
-        return self.fusion(torch.cat(feats, dim=1))
+        maps = {k: self.prepare_map(k, batch[k], scalars) for k in self.map_keys}
+        inputs = [(scalars[:, self.scalar_cols] - self.s_mean) / self.s_std]
+        if "summary_stars" in self.input_keys:
+            inputs.append((batch["summary_stars"].float() - self.u_mean) / self.u_std)
+        return maps, torch.cat(inputs, dim=1)
+
+    def context(self, batch: dict[str, torch.Tensor], member: int = 0) -> torch.Tensor:
+        """The flow context [B, embed_dim] of one ensemble member."""
+        return self.members[member].context(*self._inputs(batch))
 
     def log_mass_offset(self, scalars: torch.Tensor) -> torch.Tensor:
         """log10(v² R_h / G) [Msun] per sample, the physical mass scale removed from the labels."""
@@ -101,21 +142,41 @@ class MassPosterior(nn.Module):
         return 2 * scalars[:, self.vcol] + scalars[:, self.rcol] - LOG10_G
 
     def to_y(self, log_mass: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
-        return (log_mass.float() - self.log_mass_offset(scalars)[:, None] - self.y_mean) / self.y_std
+        """log10 M [B, 10] → the flow's variables (scale-free, standardised, decorrelated)."""
+        std = (log_mass.float() - self.log_mass_offset(scalars)[:, None] - self.y_mean) / self.y_std
+        return std @ self.chol_inv.T
 
     def from_y(self, y: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
-        return y * self.y_std + self.y_mean + self.log_mass_offset(scalars)[..., :, None]
+        """The flow's variables [..., B, 10] → log10 M [Msun]."""
+        return (y @ self.chol.T) * self.y_std + self.y_mean + self.log_mass_offset(scalars)[..., :, None]
 
     # -- probabilistic API ---------------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-sample negative log-likelihood of the standardised labels, [B]."""
-        return -self.flow(self.context(batch)).log_prob(self.to_y(batch["labels"], batch["scalars"]))
+        """Per-sample training loss [B]: the members' mean negative log-likelihood of the flow variables.
+
+        Each member's gradient is its own NLL's (divided by K), so the members train as K independent networks on
+        the same batches; the mixture is formed only when sampling.
+        """
+        maps, inputs = self._inputs(batch)
+        y = self.to_y(batch["labels"], batch["scalars"])
+        nll = [-m.flow(m.context(maps, inputs)).log_prob(y) for m in self.members]
+        return torch.stack(nll).mean(0)
 
     def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return -self.forward(batch)
+        """log density of the labels under the mixture posterior, in the flow variables [B]."""
+        maps, inputs = self._inputs(batch)
+        y = self.to_y(batch["labels"], batch["scalars"])
+        lp = torch.stack([m.flow(m.context(maps, inputs)).log_prob(y) for m in self.members])
+        return torch.logsumexp(lp, 0) - math.log(len(self.members))
 
     @torch.no_grad()
     def sample(self, batch: dict[str, torch.Tensor], n: int) -> torch.Tensor:
-        """Posterior samples of log10 M(<f_i R_h) [Msun], shape [n, B, 10]."""
-        y = self.flow(self.context(batch)).sample((n,))
-        return self.from_y(y, batch["scalars"])
+        """Posterior samples of log10 M(<f_i R_h) [Msun], shape [n, B, 10] (equal-weight mixture of members)."""
+        maps, inputs = self._inputs(batch)
+        draws = torch.stack([m.flow(m.context(maps, inputs)).sample((n,)) for m in self.members])  # [K, n, B, 10]
+        if len(self.members) > 1:
+            pick = torch.randint(len(self.members), draws.shape[1:3], device=draws.device)  # [n, B]
+            draws = torch.gather(draws, 0, pick[None, :, :, None].expand(1, *draws.shape[1:])).squeeze(0)
+        else:
+            draws = draws[0]
+        return self.from_y(draws, batch["scalars"])
