@@ -17,7 +17,7 @@ DATA = ["--data.galaxies_per_cell=12", "--data.projections=16", "--data.npix=16"
 
 def test_short_training_beats_the_prior_on_held_out_galaxies(tmp_path):
     from galmass.config import load_config
-    from galmass.datasets import ShardedDataset, tracer_keys
+    from galmass.datasets import ShardedDataset
     from galmass.mocks.generate import generate_dataset
     from galmass.models.io import load_trained, to_torch
     from galmass.train import train
@@ -29,7 +29,7 @@ def test_short_training_beats_the_prior_on_held_out_galaxies(tmp_path):
     generate_dataset(cfg.data, workers=1, progress=False)
     train(cfg)
     model, _, _ = load_trained(tmp_path / "run")
-    keys = tracer_keys("stars") + ("scalars", "labels")
+    keys = model.input_keys + ("labels",)
     train_set, test_set = (ShardedDataset(cfg.data.path, s, keys) for s in ("train", "test"))
     test = to_torch(test_set.get_batch(np.arange(len(test_set))), torch.device("cpu"))
     train_labels = train_set.read_all("labels").astype(np.float64)
