@@ -16,6 +16,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["galmass", "galmass.*", "hpc", "hpc.*"]),
+    # The shipped pretrained models (weights + model cards, a few MB) travel inside the package.
+    package_data={"galmass.pretrained": ["*.pt", "*.card.json"]},
     # The range admits the CPU wheel 2.13.0 that CI installs first and the CUDA builds clusters bring;
     # installing torch before galmass keeps pip from pulling a multi-GB CUDA build on CPU machines.
     install_requires=[

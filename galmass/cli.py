@@ -113,6 +113,16 @@ def _cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
     return sweep_main(argv + (["--executor", args.executor] if args.executor else []))
 
 
+def _cmd_ship(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.pretrained.ship import ship_model
+
+    if overrides:
+        raise ConfigError(f"command line: galmass ship takes no overrides, got {overrides}")
+    card = ship_model(args.run, args.name)
+    print(f"[galmass] shipped {args.run}/best.pt as {card.with_name(args.name + '.pt')} with {card}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     """Generate → torchrun training per tracer → evaluate → report, on the embedded mock suites."""
     from galmass.mocks.generate import generate_dataset
@@ -205,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default=None)
     p.add_argument("--wait", action="store_true", help="with SLURM: wait until the report is written")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("ship", help="put a finished run's model into the package as a pretrained model + card")
+    p.add_argument("run", help="finished run directory (best.pt, done.json, eval-test/ and validate-*/ if any)")
+    p.add_argument("--name", default="stars", help="model name (galmass/pretrained/<name>.pt)")
+    p.set_defaults(func=_cmd_ship)
 
     p = sub.add_parser("demo", help="mock → torchrun training per tracer → evaluate → report")
     p.add_argument("--config", default=None)
