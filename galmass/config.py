@@ -270,6 +270,15 @@ class TrainConfig:
     use_flagged_labels: bool = False
     """Also train on samples whose labels are flagged untrustworthy (``meta/label_valid`` = 0: radii inside an
     ingested simulation's convergence radius). Off: such samples are left out."""
+    adapt: Literal["none", "mmd"] = "none"
+    """Domain adaptation: "mmd" adds the squared maximum mean discrepancy (Gretton et al. 2012; multi-bandwidth
+    Gaussian kernels) between the fusion embeddings of each training batch and of an equal batch of unlabelled
+    target samples (``adapt_target``) to the loss, so the network learns features the two domains share."""
+    adapt_target: str = ""
+    """Dataset directory of the unlabelled target domain (its train split is used, labels ignored); needed with
+    ``adapt``."""
+    adapt_weight: float = 1.0
+    """Weight of the alignment term relative to the NLL."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1:
@@ -281,6 +290,11 @@ class TrainConfig:
                               f"{self.aug_noise}. HINT: 0 switches them off.")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}. HINT: 1e-3 is a good start for AdamW")
+        if self.adapt != "none" and not self.adapt_target:
+            raise ConfigError(f"train.adapt={self.adapt} needs train.adapt_target (a dataset directory of the target "
+                              "domain). HINT: --train.adapt_target=data/held_out_suite")
+        if self.adapt_weight < 0:
+            raise ConfigError(f"train.adapt_weight must be >= 0, got {self.adapt_weight}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}. "
                               "HINT: 1 keeps only the newest checkpoint (resume needs one)")

@@ -105,6 +105,8 @@ class Session:
     sched: torch.optim.lr_scheduler.LambdaLR
     source: BatchSource
     requeue: bool = True
+    target_source: BatchSource | None = None
+    """Unlabelled target-domain batches for ``train.adapt`` (None without adaptation)."""
     progress: Progress = field(default_factory=Progress)
     loader: Any = None
     writer: Any = None
@@ -227,7 +229,20 @@ def build_session(cfg: Config, info: DistInfo, run_dir: Path, requeue: bool) -> 
     spe = source.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _lr_lambda(spe * cfg.train.epochs, max(1, int(cfg.train.warmup_epochs * spe))))
-    return Session(cfg, info, run_dir, manifest, h, train_set, val_set, model, net, opt, sched, source, requeue)
+    return Session(cfg, info, run_dir, manifest, h, train_set, val_set, model, net, opt, sched, source, requeue,
+                   target_source=_target_source(cfg, info, manifest))
+
+
+def _target_source(cfg: Config, info: DistInfo, manifest: dict[str, Any]) -> BatchSource | None:
+    """Unlabelled batches of the adaptation target (its train split, in its own shuffled order)."""
+    if cfg.train.adapt == "none":
+        return None
+    target = ShardedDataset(cfg.train.adapt_target, "train", input_keys(cfg.model), valid_only=False)
+    if int(target.manifest["npix"]) != int(manifest["npix"]):
+        raise DatasetError(f"{cfg.train.adapt_target}: maps of {target.manifest['npix']} px, the training data "
+                           f"has {manifest['npix']} px. HINT: make the target with the same data.npix")
+    return BatchSource(target, target.keys, cfg.train.batch_size, info.rank, info.world_size, cfg.train.seed + 1,
+                       shuffle=True, pad=True)
 
 
 def record_config(s: Session) -> None:
@@ -285,8 +300,10 @@ def open_outputs(s: Session) -> None:
 # ------------------------------------------------------------------------------------------------ the loop
 
 
-def train_step(s: Session, batch: dict[str, Any], where: str) -> tuple[float, bool]:
-    """One optimiser step; returns (loss, preemption requested on any rank).
+def train_step(s: Session, batch: dict[str, Any], where: str, target: dict[str, Any] | None = None
+               ) -> tuple[float, bool]:
+    """One optimiser step; returns (NLL, preemption requested on any rank). ``target``: an unlabelled batch of
+    the adaptation domain (``train.adapt``), aligned with this batch's embeddings.
 
     One all-reduce per step carries two flags: a non-finite loss/gradient on any rank (then nothing is applied and
     every rank raises :class:`TrainingDiverged`) and a preemption signal on any rank (every rank stops after this
@@ -295,13 +312,18 @@ def train_step(s: Session, batch: dict[str, Any], where: str) -> tuple[float, bo
     cfg = s.cfg
     batch = to_torch(batch, s.info.device)
     with autocast_context(s.info.device, cfg.train.bf16):
-        loss = s.net(batch).float().mean()
+        if s.target_source is None:
+            loss = nll = s.net(batch).float().mean()
+        else:
+            nll, align = s.net(batch, target=to_torch(target, s.info.device))
+            nll = nll.float().mean()
+            loss = nll + cfg.train.adapt_weight * align.float()
     s.opt.zero_grad(set_to_none=True)
     loss.backward()
     max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf
     norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), max_norm)
-    value = float(loss.detach())
-    bad = 0.0 if math.isfinite(value) and math.isfinite(float(norm)) else 1.0
+    value = float(nll.detach())
+    bad = 0.0 if math.isfinite(float(loss.detach())) and math.isfinite(float(norm)) else 1.0
     flags = [bad, 1.0 if s.handler.requested else 0.0]
     if s.info.world_size > 1:
         flags = all_reduce_sum(flags)
@@ -349,7 +371,10 @@ def run_epoch(s: Session, epoch: int) -> tuple[float, int, float]:
     every = _log_every(s, bar)
     try:
         for step, batch in enumerate(s.loader.epoch(epoch, first), start=first):
-            loss, stop = train_step(s, batch, f"epoch {epoch}, step {step}")
+            target = None
+            if s.target_source is not None:  # the target's own epoch length: wrap around
+                target = s.target_source.batch(epoch, step % s.target_source.steps_per_epoch)
+            loss, stop = train_step(s, batch, f"epoch {epoch}, step {step}", target)
             loss_sum, n_steps = loss_sum + loss, n_steps + 1
             if s.writer is not None:
                 s.writer.add_scalar("train/nll", loss, epoch * s.steps_per_epoch + step)

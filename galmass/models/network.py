@@ -25,6 +25,7 @@ from torch import nn
 
 from galmass.config import ModelConfig
 from galmass.datasets.schema import scalar_index, tracer_keys
+from galmass.models.alignment import mmd2
 from galmass.models.encoder import MapEncoder
 from galmass.physics.constants import G
 
@@ -151,16 +152,24 @@ class MassPosterior(nn.Module):
         return (y @ self.chol.T) * self.y_std + self.y_mean + self.log_mass_offset(scalars)[..., :, None]
 
     # -- probabilistic API ---------------------------------------------------------------------------------------
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor], target: dict[str, torch.Tensor] | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Per-sample training loss [B]: the members' mean negative log-likelihood of the flow variables.
 
         Each member's gradient is its own NLL's (divided by K), so the members train as K independent networks on
-        the same batches; the mixture is formed only when sampling.
+        the same batches; the mixture is formed only when sampling. With an unlabelled ``target`` batch (domain
+        adaptation) it returns ``(nll [B], mmd²)``, the members' mean squared MMD between the fusion embeddings of
+        the two batches (:func:`galmass.models.alignment.mmd2`); both go through one forward, as DDP requires.
         """
         maps, inputs = self._inputs(batch)
         y = self.to_y(batch["labels"], batch["scalars"])
-        nll = [-m.flow(m.context(maps, inputs)).log_prob(y) for m in self.members]
-        return torch.stack(nll).mean(0)
+        contexts = [m.context(maps, inputs) for m in self.members]
+        nll = torch.stack([-m.flow(c).log_prob(y) for m, c in zip(self.members, contexts)]).mean(0)
+        if target is None:
+            return nll
+        t_maps, t_inputs = self._inputs(target)
+        align = torch.stack([mmd2(c, m.context(t_maps, t_inputs)) for m, c in zip(self.members, contexts)]).mean()
+        return nll, align
 
     def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log density of the labels under the mixture posterior, in the flow variables [B]."""
