@@ -62,7 +62,8 @@ def _require_dali() -> None:
     if not dali_available():
         raise DaliUnavailableError(
             "the DALI loader needs NVIDIA DALI, which is not importable here. HINT: `pip install "
-            "nvidia-dali-cuda120` (or the project extra: `pip install -e .[dali]`), or use the torch loader "
+            "nvidia-dali-cudaXXX` wheel matching your CUDA major version (e.g. nvidia-dali-cuda120, "
+            "nvidia-dali-cuda130; the project extra `pip install -e .[dali]` takes the CUDA 12 one), or use the torch loader "
             "(--train.loader=torch)."
         )
 
@@ -337,8 +338,11 @@ class DaliLoader:
                              device_id=device_id, prefetch_queue_depth=prefetch, seed=self.source.sampler.seed,
                              **kwargs)
         with self.pipe:
+            # The parallel source's own queue defaults to depth 1 (one batch ahead per worker pool): set it to the
+            # pipeline's depth so the workers keep `prefetch` batches ready.
+            extra = {"prefetch_queue_depth": prefetch} if parallel else {}
             outs = fn.external_source(source=self.source, num_outputs=len(names), batch=True, batch_info=True,
-                                      parallel=parallel, layout=layouts)
+                                      parallel=parallel, layout=layouts, **extra)
             by_name = dict(zip(names, outs))
             results = []
             for key in self.source.keys:

@@ -164,7 +164,9 @@ class MassPosterior(nn.Module):
         maps, inputs = self._inputs(batch)
         y = self.to_y(batch["labels"], batch["scalars"])
         contexts = [m.context(maps, inputs) for m in self.members]
-        nll = torch.stack([-m.flow(c).log_prob(y) for m, c in zip(self.members, contexts)]).mean(0)
+        # The flow's log-density in fp32 even under bf16 autocast (its log-determinant would be rounded to ~2^-8).
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            nll = torch.stack([-m.flow(c.float()).log_prob(y) for m, c in zip(self.members, contexts)]).mean(0)
         if target is None:
             return nll
         t_maps, t_inputs = self._inputs(target)
