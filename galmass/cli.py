@@ -1,4 +1,4 @@
-"""The ``galmass`` command: mock | ingest | train | evaluate | report | predict | sweep | demo.
+"""The ``galmass`` command: mock | ingest | train | evaluate | validate | report | predict | ship | sweep | demo.
 
 Every subcommand that takes ``--config`` also takes ``--section.key=value`` overrides (strictly checked before any
 work starts). Heavy imports (torch, h5py) happen inside the subcommands so ``galmass --help`` is instant.
@@ -102,6 +102,19 @@ def _cmd_predict(args: argparse.Namespace, overrides: list[str]) -> int:
     argv += (["--gas", args.gas] if args.gas else []) + (["--out", args.out] if args.out else [])
     argv += ["--force"] if args.force else []
     return predict_main(argv)
+
+
+def _cmd_validate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.validate import main as validate_main
+
+    if overrides:
+        raise ConfigError(f"command line: galmass validate takes no --section.key overrides (the model's config is "
+                          f"fixed by RUN), got {overrides}")
+    argv = [args.run, "--samples", str(args.samples), "--seed", str(args.seed)]
+    for flag in ("set", "n_stars", "out", "workers"):
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return validate_main(argv + (["--regenerate"] if args.regenerate else []))
 
 
 def _cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -208,6 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("validate", help="grade a trained run on the independent galpy validation set")
+    p.add_argument("run", help="trained run directory")
+    p.add_argument("--set", default=None, help="validation set .npz (default: cached, generated on first use)")
+    p.add_argument("--n-stars", default=None, help="N★ variants, e.g. 100,1000")
+    p.add_argument("--samples", type=int, default=400)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    p.add_argument("--regenerate", action="store_true")
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("sweep", help="grid of runs (tracer × suite × …) as one SLURM array (submitit) + report")
     p.add_argument("sweep", help="sweep YAML (see slurm/sweep_tracer_suite.yaml)")

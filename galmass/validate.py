@@ -1,0 +1,190 @@
+"""Grade a trained run on the independent validation set (``galmass validate RUN``).
+
+The set (:mod:`galmass.validation.generator`: galpy equilibrium galaxies in Burkert / cored / cuspy two-power
+haloes with non-Plummer tracers, none of them in the training family) is generated on first use into the cache
+(``$GALMASS_CACHE/validation``, default ``~/.cache/galmass/validation``) and reused. Every catalogue is turned
+into model inputs by :func:`galmass.maps.observation_to_sample` with the run's own map geometry and observer
+settings (from the model file), batched through ``model.sample``, and graded per N★ variant by
+:func:`galmass.validation.report.score`. Writes ``metrics.json``, ``validation.md`` and ``posteriors.npz``
+(per catalogue: truth and the 16/50/84 % posterior quantiles) to ``RUN/validate-<set name>/`` by default.
+
+Usage::
+
+    galmass validate runs/stars                       # default set (cached), N★ = 100 and 1000
+    galmass validate runs/stars --samples 1000 --n-stars 1000 --out val/
+    galmass validate runs/stars --set my_set.npz --regenerate
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from galmass.datasets.integrity import sha256_file
+from galmass.models.io import ModelFileError, load_trained, to_torch
+from galmass.validation.generator import SetSpec, ValidationSet, get_set
+from galmass.validation.report import ObservedVariant, observe_set, render_markdown, score, set_summary
+from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+__all__ = ["validate_run", "run_observer", "model_samples", "main"]
+
+
+def run_observer(blob: dict[str, Any]) -> dict[str, Any]:
+    """Map geometry and observer settings of a trained model (from its file), as ``observe_set`` takes them.
+
+    A model file written before ``data.membership_clip`` / ``data.recentre`` existed was trained without those
+    steps, so they default to off.
+    """
+    dc = blob.get("data_config") or {}
+    return {"npix": int(blob["npix"]), "extent_rh": float(blob.get("extent_rh") or dc["extent_rh"]),
+            "vmax_sigma": float(blob.get("vmax_sigma") or dc["vmax_sigma"]),
+            "membership_clip": float(dc.get("membership_clip", 0.0)), "recentre": bool(dc.get("recentre", False))}
+
+
+def model_samples(model: torch.nn.Module, inputs: dict[str, np.ndarray], n_samples: int, seed: int,
+                  batch_size: int = 64) -> np.ndarray:
+    """Posterior samples [S, N, 10] (log10 M [Msun]) of stacked model inputs, batch b drawn with seed (seed, b)."""
+    if n_samples < 1 or batch_size < 1:
+        raise ValueError(f"n_samples and batch_size must be >= 1, got {n_samples}, {batch_size}")
+    n = len(next(iter(inputs.values())))
+    out = []
+    for b, start in enumerate(range(0, n, batch_size)):
+        batch = to_torch({k: v[start:start + batch_size] for k, v in inputs.items()}, torch.device("cpu"))
+        torch.manual_seed(int(np.random.SeedSequence([seed, b]).generate_state(1)[0]))
+        with torch.inference_mode():
+            out.append(model.sample(batch, n_samples).numpy().astype(np.float64))
+    return np.concatenate(out, axis=1)
+
+
+def _outside_training(obs: ObservedVariant, inputs: dict[str, np.ndarray], blob: dict[str, Any]) -> int:
+    """Catalogues whose log R_h, log σ★ or log N★ lie outside the training set's range (extrapolations)."""
+    sc = blob["normalisation"]["scalars"]
+    lo, hi = np.asarray(sc["min"]), np.asarray(sc["max"])
+    cols = [0, 1, 3]  # log10 R_h, log10 σ★, log10 N★ (the gas column is unused here)
+    s = inputs["scalars"][:, cols]
+    return int(np.sum(np.any((s < lo[cols]) | (s > hi[cols]), axis=1)))
+
+
+def _variant(model, blob, vset: ValidationSet, n_stars: int, n_samples: int, seed: int, keys: tuple[str, ...]
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
+    """Observe, sample and score one N★ variant; also the arrays for posteriors.npz and the sampling time."""
+    obs = observe_set(vset, n_stars, keys=keys, **run_observer(blob))
+    t0 = time.perf_counter()
+    samples = model_samples(model, obs.inputs, n_samples, seed + n_stars)
+    dt = time.perf_counter() - t0
+    metrics = score(samples, obs, seed)
+    metrics["n_outside_training_range"] = _outside_training(obs, obs.inputs, blob)
+    q16, q50, q84 = np.percentile(samples, [16.0, 50.0, 84.0], axis=0)
+    arrays = {f"n{n_stars}_{k}": v for k, v in (("index", obs.index), ("galaxy", obs.galaxy), ("rh_kpc", obs.rh_kpc),
+                                                ("sigma_kms", obs.sigma_kms), ("truth", obs.log_m_true),
+                                                ("p16", q16), ("p50", q50), ("p84", q84))}
+    return metrics, arrays, dt
+
+
+def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_stars: Sequence[int] | None = None, *,
+                 n_samples: int = 400, seed: int = 0, out_dir: str | Path | None = None, regenerate: bool = False,
+                 workers: int | None = None, spec: SetSpec | None = None, progress: bool = False) -> dict[str, Any]:
+    """Grade ``run_dir`` on the validation set; write metrics.json, validation.md, posteriors.npz; return metrics.
+
+    Parameters
+    ----------
+    run_dir : path
+        Trained run (``best.pt``).
+    set_path : path, optional
+        Validation set file; made there if missing (default: the cache file of ``spec``).
+    n_stars : sequence of int, optional
+        N★ variants to grade (default: all of the set's, 100 and 1000).
+    n_samples : int
+        Posterior draws per catalogue.
+    seed : int
+        Seed of the posterior draws and of the TARP reference points.
+    out_dir : path, optional
+        Default ``RUN/validate-<set name>``.
+    regenerate, workers, spec
+        Regenerate the set even if the file exists; processes for generating it; its spec (default SetSpec()).
+    """
+    t0 = time.perf_counter()
+    model, cfg, blob = load_trained(run_dir)
+    if cfg.model.tracer != "stars":
+        raise ValueError(f"{run_dir} uses tracer mode '{cfg.model.tracer}'; the validation set has stars only. "
+                         "HINT: validate a run trained with --model.tracer=stars")
+    vset = get_set(set_path, spec, regenerate=regenerate, workers=workers, progress=progress)
+    t_set = time.perf_counter() - t0
+    variants = [int(n) for n in (n_stars or vset.spec.n_stars)]
+    keys = tuple(getattr(model, "input_keys", model.map_keys + ("scalars",)))
+    metrics: dict[str, Any] = {"run": str(run_dir), "model_sha256": sha256_file(Path(run_dir) / "best.pt"),
+                               "tracer": cfg.model.tracer, "best_epoch": int(blob["epoch"]), "seed": seed,
+                               "posterior_samples": n_samples, "observer": run_observer(blob),
+                               "set": set_summary(vset), "variants": {}}
+    arrays: dict[str, np.ndarray] = {}
+    t_sample = 0.0
+    for n in variants:
+        metrics["variants"][str(n)], arr, dt = _variant(model, blob, vset, n, n_samples, seed, keys)
+        arrays.update(arr)
+        t_sample += dt
+    metrics["timing"] = {"set_s": round(t_set, 2), "sampling_s": round(t_sample, 2),
+                         "total_s": round(time.perf_counter() - t0, 2)}
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"validate-{vset.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, radii_factors=np.asarray(metrics["variants"][str(variants[0])]["radii_factors"]),
+                        **arrays)
+    atomic_write_bytes(out / "posteriors.npz", buf.getvalue())
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "validation.md", render_markdown(metrics, f"Independent validation of {run_dir}"))
+    metrics["out_dir"] = str(out)
+    return metrics
+
+
+def _parse_n_stars(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--n-stars must be comma-separated integers, got {text!r}. "
+                         "HINT: --n-stars 100,1000") from None
+    return values or None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="galmass validate", description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="trained run directory (best.pt)")
+    parser.add_argument("--set", default=None, help="validation set .npz (default: cached, generated on first use)")
+    parser.add_argument("--n-stars", default=None, help="N★ variants, e.g. 100,1000 (default: all in the set)")
+    parser.add_argument("--samples", type=int, default=400, help="posterior draws per catalogue")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="output directory (default RUN/validate-<set name>)")
+    parser.add_argument("--regenerate", action="store_true", help="regenerate the set even if it exists")
+    parser.add_argument("--workers", type=int, default=None, help="processes for generating the set")
+    args = parser.parse_args(argv)
+    try:
+        m = validate_run(args.run, args.set, _parse_n_stars(args.n_stars), n_samples=args.samples, seed=args.seed,
+                         out_dir=args.out, regenerate=args.regenerate, workers=args.workers, progress=True)
+    except (ValueError, FileNotFoundError, ModelFileError) as err:
+        print(f"galmass validate: error: {err}", file=sys.stderr)
+        return 2
+    t = m["timing"]
+    print(f"[galmass] validation set {m['set']['name']} ({m['set']['n_galaxies']} galaxies; generation took "
+          f"{m['set']['info'].get('generation_time_s', '?')} s when it was made): ready in {t['set_s']} s, graded in "
+          f"{t['total_s'] - t['set_s']:.1f} s ({t['sampling_s']} s of posterior sampling)")
+    for key, v in m["variants"].items():
+        b = v["best_estimator"]
+        e = v["estimators"][b]
+        print(f"[galmass] N★={key}: RMS at {e['radius_factor']:.2f} R_h: posterior {e['cnn']['rms']:.3f} dex, "
+              f"{b} {e['estimator']['rms']:.3f} dex (ratio {v['rms_ratio_vs_best_estimator']:.2f}); mean 68 % "
+              f"coverage {np.mean(v['cnn']['coverage68']):.2f}; {v['n_outside_training_range']} of "
+              f"{v['n_catalogues']} catalogues outside the training range")
+    print(f"[galmass] wrote {m['out_dir']}/metrics.json and validation.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
