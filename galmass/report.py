@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import galmass
+from galmass.naming import slug
 from hpc.atomic import atomic_write_bytes
 
 __all__ = ["RunResult", "load_run", "write_report", "write_sweep_report", "cross_suite_matrices"]
@@ -104,10 +104,6 @@ def _save_figure(fig: Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "run"
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -379,7 +375,7 @@ def _runs_body(runs: Sequence[RunResult], out: Path) -> list[str]:
     """Per-run sections (residuals, estimators, calibration + figures) and the tracer comparison."""
     lines: list[str] = []
     for i, run in enumerate(runs):
-        stem = f"{i:02d}_{_slug(run.name)}"
+        stem = f"{i:02d}_{slug(run.name, empty='run')}"
         ratio_png, calib_png = f"{stem}_mass_ratio.png", f"{stem}_calibration.png"
         _plot_mass_ratio(run, out / ratio_png)
         _plot_calibration(run, out / calib_png)

@@ -9,15 +9,19 @@ launcher
    under ``OUT/data/<suites>_<feedbacks>_<hash>/``) and submits one job array generating the missing datasets;
 3. submits the unfinished cells as **one SLURM array** (``executor.map_array``, at most
    ``slurm.array_parallelism`` at once), depending on step 2. Each task is a :class:`TrainCell`
-   (``submitit.helpers.Checkpointable``): on timeout or preemption submitit sends USR2, the task is requeued with the
-   same arguments and resumes from the newest per-epoch checkpoint of *its own* run directory;
+   (``submitit.helpers.Checkpointable``): before the time limit SLURM sends USR2; galmass finishes the step and
+   writes a mid-epoch checkpoint, then submitit requeues the task (at most ``slurm.max_num_timeout`` times after a
+   timeout) and it resumes from that checkpoint of *its own* run directory;
 4. submits one dependent job (:class:`EvaluateSweep`) that evaluates every trained cell on the test split of every
    dataset of the sweep (``OUT/cells/<cell>/eval-<dataset>/``) and writes the cross-suite report
    ``OUT/report/report.md``.
 
-Cells with ``done.json``, datasets with a manifest and an up-to-date report are skipped, so relaunching a finished
-sweep submits nothing. ``--dry-run`` prints the plan; ``--executor local`` runs the same jobs as local processes
-(``debug`` in this process), one stage after the other.
+Before submitting to SLURM, the request (``slurm.nodes``, ``tasks_per_node`` × ``cpus_per_task``, ``gpus_per_node``,
+``mem_gb``, ``time_min``) is checked against the partition's nodes (``sinfo``, :mod:`hpc.slurm_resources`): a job
+that no node can hold would pend forever, so it is refused (or, with ``slurm.fit_to_node: true``, ``cpus_per_task``
+is lowered to what fits). Cells with ``done.json``, datasets with a manifest and an up-to-date report are skipped,
+so relaunching a finished sweep submits nothing. ``--dry-run`` prints the plan; ``--executor local`` runs the same
+jobs as local processes (``debug`` in this process), one stage after the other.
 
 Sweep YAML (schema: :class:`SweepSpec`; unknown keys are errors, as in the run config)::
 
@@ -36,33 +40,31 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import itertools
 import json
-import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from galmass.config import Config, ConfigError, build_dataclass, config_to_dict, dump_config, load_config
+from galmass.config import (ConfigError, build_dataclass, config_diffs, config_to_dict, data_hash, dump_config,
+                            load_config, read_yaml)
+from galmass.naming import slug
+from hpc.slurm_resources import (Partition, Request, SlurmResourceError, UnknownPartition, largest_cpus_per_task,
+                                 read_partition, shortfalls)
 
 __all__ = ["SlurmSpec", "SweepSpec", "Cell", "Dataset", "Plan", "load_sweep", "plan_sweep", "launch",
-           "TrainCell", "GenerateDataset", "EvaluateSweep", "main"]
+           "fit_partition", "slug", "TrainCell", "GenerateDataset", "EvaluateSweep", "main"]
 
 # Short axis names for the papers' grid dimensions; any "section.key" works as well.
 AXIS_ALIASES = {"tracer": "model.tracer", "suite": "data.suites", "suites": "data.suites",
                 "feedback": "data.feedbacks", "feedbacks": "data.feedbacks", "seed": "train.seed"}
-# Keys that may differ between a cell's stored config and a relaunch (output only, as in galmass.train).
-_FREE_KEYS = {("train", "progress"), ("train", "num_workers"), ("data", "workers")}
-# Keys of the data section that do not change the generated samples.
-_DATA_NON_CONTENT = ("path", "workers")
 PLAN_FILE = "sweep.json"
 JOBS_FILE = "jobs.json"
 
@@ -90,7 +92,11 @@ class SlurmSpec:
     signal_delay_s: int = 120
     """USR2 is sent this long before the time limit [s] (SLURM delivers it within 30–60 s of that)."""
     max_num_timeout: int = 3
-    """Requeues after a timeout before a cell is given up (preemptions do not count)."""
+    """Requeues after a timeout before a cell is given up (preemptions do not count). submitit counts a USR2 as a
+    timeout once the job has run 80 % of ``time_min`` (always, for ``time_min`` <= 10)."""
+    fit_to_node: bool = False
+    """When ``tasks_per_node × cpus_per_task`` exceeds every node of the partition, lower ``cpus_per_task`` to what
+    fits (and say so) instead of refusing the sweep. Checked against ``sinfo`` before submitting."""
     setup: list[str] = field(default_factory=list)
     """Shell lines run before each job (e.g. ``module load cuda``)."""
     additional: Any = None
@@ -100,6 +106,9 @@ class SlurmSpec:
         for name in ("time_min", "nodes", "tasks_per_node", "cpus_per_task", "array_parallelism"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"slurm.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_num_timeout < 0 or self.gpus_per_node < 0 or self.mem_gb < 0:
+            raise ConfigError(f"slurm.max_num_timeout, gpus_per_node and mem_gb must be >= 0, got "
+                              f"{self.max_num_timeout}, {self.gpus_per_node}, {self.mem_gb}")
         if self.gpus_per_node > 0 and self.tasks_per_node != self.gpus_per_node:
             raise ConfigError(
                 f"slurm.tasks_per_node={self.tasks_per_node} but slurm.gpus_per_node={self.gpus_per_node}: "
@@ -189,17 +198,14 @@ class Plan:
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and strictly validate a sweep YAML (unknown keys raise ConfigError naming the closest key)."""
+    """Read and strictly validate a sweep YAML (galmass.config.read_yaml: duplicate keys are errors; unknown keys
+    raise ConfigError naming the closest key)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping (name, config, overrides, axes, slurm)")
-    return build_dataclass(SweepSpec, data, str(path))
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}. HINT: e.g. slurm/sweep_tracer_suite.yaml")
+    spec = build_dataclass(SweepSpec, read_yaml(path, what="name, config, overrides, axes, slurm"), str(path))
+    spec._source = str(path)  # type: ignore[attr-defined]  # named in later error messages
+    return spec
 
 
 def _axis_key(axis: str) -> str:
@@ -219,23 +225,8 @@ def _axis_value(key: str, value: Any) -> Any:
     return value
 
 
-def _slug(value: Any) -> str:
-    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-    return re.sub(r"[^A-Za-z0-9.,=-]+", "_", text.replace("+", "_")).strip("_") or "x"
-
-
 def _short(axis: str) -> str:
     return axis.split(".")[-1]
-
-
-def _data_identity(cfg: Config) -> dict[str, Any]:
-    d = config_to_dict(cfg.data)
-    return {k: v for k, v in d.items() if k not in _DATA_NON_CONTENT}
-
-
-def _config_diffs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [f"{s}.{k}: {old.get(s, {}).get(k)!r} → {v!r}" for s, body in new.items() for k, v in body.items()
-            if (s, k) not in _FREE_KEYS and old.get(s, {}).get(k) != v]
 
 
 def plan_sweep(spec: SweepSpec, spec_dir: Path | None = None) -> Plan:
@@ -257,16 +248,16 @@ def plan_sweep(spec: SweepSpec, spec_dir: Path | None = None) -> Plan:
     cells, datasets = [], {}
     for combo in itertools.product(*axes.values()):
         values = dict(zip(axes, combo))
-        name = "__".join(f"{_short(k)}-{_slug(v)}" for k, v in values.items())
+        name = "__".join(f"{_short(k)}-{slug(v)}" for k, v in values.items())
         axis_over = [f"--{k}={json.dumps(v)}" for k, v in values.items()]
         run_dir = out / "cells" / name
         try:
             cfg = load_config(base, list(spec.overrides) + axis_over)
         except ConfigError as err:
             raise ConfigError(f"cell {name}: {err}") from None
-        ident = _data_identity(cfg)
-        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
-        ds_name = f"{'+'.join(cfg.data.suites)}_{'+'.join(cfg.data.feedbacks)}_{digest}"
+        # The directory names the samples: data_hash is what manifests and trained models record.
+        recipe = "_".join("+".join(map(slug, names)) for names in (cfg.data.suites, cfg.data.feedbacks))
+        ds_name = f"{recipe}_{data_hash(cfg.data)}"
         ds_path = out / "data" / ds_name
         cfg = load_config(base, list(spec.overrides) + axis_over + [f"--data.path={ds_path}",
                                                                       f"--train.run_dir={run_dir}"])
@@ -283,7 +274,7 @@ def plan_sweep(spec: SweepSpec, spec_dir: Path | None = None) -> Plan:
     for cell, cfg in cells:
         stored = Path(cell.config)
         if stored.exists():
-            diffs = _config_diffs(yaml.safe_load(stored.read_text()), config_to_dict(cfg))
+            diffs = config_diffs(read_yaml(stored), config_to_dict(cfg))
             if diffs and (Path(cell.run_dir) / "done.json").exists():
                 # Finished work is kept (never retrained); say so rather than silently reusing it.
                 plan.warnings.append(  # type: ignore[attr-defined]
@@ -324,31 +315,69 @@ class GenerateDataset:
 
 
 class TrainCell(_Checkpointable):
-    """Job: train one sweep cell; requeued on timeout/preemption and resumed from its own checkpoints.
+    """Job: train one sweep cell; requeued by submitit on timeout/preemption and resumed from its own checkpoints.
 
-    ``submitit`` catches USR2, calls :meth:`checkpoint` (inherited: resubmit ``self`` with the same arguments) and
-    requeues the job. The training loop already writes a full-state checkpoint after every epoch into the cell's
-    run directory, so the requeued task — which receives the same ``config_path``, hence the same
-    ``train.run_dir`` — continues from there and ends with the weights of an uninterrupted run. It never reads
-    another cell's directory. A cell with ``done.json`` returns at once.
+    submitit owns requeueing. It installs its signal handlers when the job starts; during the epochs galmass's
+    handler takes SIGUSR2/SIGTERM over, finishes the current step, writes a mid-epoch checkpoint into the cell's
+    run directory, restores submitit's handlers and raises ``Preempted`` (``train(cfg, requeue=False)``: galmass
+    calls no ``scontrol``). The cell then hands the signal it caught to submitit (:func:`_hand_over`), exactly as
+    if it had arrived at submitit directly: on USR2 submitit calls :meth:`checkpoint` (inherited: resubmit ``self``
+    with the same arguments), counts a timeout against ``slurm.max_num_timeout`` — giving the cell up once they are
+    spent — and requeues the job. The requeued task receives the same ``config_path``, hence the same
+    ``train.run_dir``, resumes from the checkpoint (never another cell's directory) and ends with the weights of an
+    uninterrupted run. When submitit ignores the signal (SIGTERM, which it bypasses, or USR2 on a rank other than
+    0, where rank 0 requeues the job) training goes on from the checkpoint just written. A cell with ``done.json``
+    returns at once.
     """
 
     def __call__(self, config_path: str, threads: int) -> str:
         import galmass.train as training
 
         cfg = load_config(config_path)
-        if cfg.train.threads == 0:
-            _set_threads(threads)
-        preempted = getattr(training, "Preempted", ())
-        try:
-            return str(training.train(cfg))
-        except preempted:
-            if os.environ.get("SLURM_JOB_ID"):
-                # galmass.train caught the signal itself, wrote a checkpoint and asked Slurm to requeue this job;
-                # Slurm ends this process within seconds. Waiting (instead of raising) keeps submitit from
-                # recording a failure for a job that is about to run again.
-                time.sleep(180)
-            raise
+        _set_threads(cfg.train.threads or threads)  # the config's choice, else the job's CPUs per task
+        while True:
+            try:
+                return str(training.train(cfg, requeue=False))
+            except training.Preempted as stop:
+                _hand_over(stop)  # returns only where submitit ignores the signal
+                sig = _caught_signal(stop)
+                print(f"[galmass sweep] {stop}; submitit ignores {sig.name if sig else 'it'} here: training goes on",
+                      flush=True)
+
+
+def _caught_signal(stop: BaseException) -> signal.Signals | None:
+    """The signal behind a ``galmass.train.Preempted``: its ``signal`` attribute if it has one, else the name that
+    begins its message (``"SIGUSR2 received: ..."``); None when this rank stopped because another one was signalled."""
+    sig = getattr(stop, "signal", None)
+    if isinstance(sig, int):
+        return signal.Signals(sig)
+    m = re.match(r"\s*(SIG[A-Z0-9]+) received", str(stop))
+    return getattr(signal, m.group(1), None) if m else None
+
+
+def _submitit_handles(sig: signal.Signals) -> bool:
+    """Whether the handler installed now for ``sig`` is submitit's (a job started by submitit's executor)."""
+    try:
+        from submitit.core.job_environment import SignalHandler
+    except ImportError:  # pragma: no cover - submitit is optional
+        return False
+    return isinstance(getattr(signal.getsignal(sig), "__self__", None), SignalHandler)
+
+
+def _hand_over(stop: BaseException) -> None:
+    """Deliver the preemption signal that galmass caught to submitit's own handler (galmass's is uninstalled by now).
+
+    On rank 0 submitit's USR2 handler checkpoints and requeues the job and exits (``SystemExit``), or raises
+    ``UncompletedJobError`` once ``max_num_timeout`` timeouts are spent; this function then does not return. It
+    returns when submitit ignores the signal. Without a submitit handler (a plain call, the debug executor) there is
+    nobody to requeue: ``stop`` is re-raised and the caller reruns to resume.
+    """
+    if not _submitit_handles(signal.SIGUSR2):
+        raise stop
+    sig = _caught_signal(stop)
+    if sig is not None and _submitit_handles(sig):
+        print(f"[galmass sweep] preempted: {stop}; handing {sig.name} to submitit", flush=True)
+        signal.raise_signal(sig)  # the Python-level handler runs before this returns
 
 
 class EvaluateSweep:
@@ -378,11 +407,10 @@ def _eval_dir(cell: Cell, ds: Dataset) -> Path:
 # ------------------------------------------------------------------------------------------------ launching
 
 
-def _executor(spec: SweepSpec, out: Path, kind: str):
+def _executor(spec: SweepSpec, s: SlurmSpec, out: Path, kind: str):
     import submitit
 
     cluster = {"slurm": "slurm", "local": "local", "debug": "debug"}.get(kind)
-    s = spec.slurm
     ex = submitit.AutoExecutor(folder=str(out / "submitit" / "%j"), cluster=cluster,
                                slurm_max_num_timeout=s.max_num_timeout)
     params: dict[str, Any] = {"timeout_min": s.time_min, "cpus_per_task": s.cpus_per_task, "name": spec.name}
@@ -394,6 +422,81 @@ def _executor(spec: SweepSpec, out: Path, kind: str):
         if s.mem_gb > 0:
             params["mem_gb"] = s.mem_gb
     return ex, params
+
+
+# What each kind of shortfall (hpc.slurm_resources.Shortfall.what) is called in the sweep file.
+_REQUEST_KEYS = {"cpus": "slurm.tasks_per_node × slurm.cpus_per_task", "gpus": "slurm.gpus_per_node",
+                 "mem": "slurm.mem_gb", "nodes": "slurm.nodes", "time": "slurm.time_min",
+                 "node": "slurm.cpus_per_task, gpus_per_node and mem_gb together"}
+
+
+def _request(s: SlurmSpec) -> Request:
+    """The largest job of the sweep (a training cell; dataset and evaluation jobs ask for a subset of it)."""
+    return Request(nodes=s.nodes, tasks_per_node=s.tasks_per_node, cpus_per_task=s.cpus_per_task,
+                   gpus_per_node=s.gpus_per_node, mem_mb=s.mem_gb * 1024, time_min=s.time_min)
+
+
+def _shortfall_hint(what: str, req: Request, part: Partition) -> str:
+    most = {a: max(getattr(g, a) for g in part.groups) for a in ("cpus", "gpus", "mem_mb")}
+    per_task = most["cpus"] // req.tasks_per_node
+    return {"cpus": f"slurm.cpus_per_task: {per_task}, or slurm.fit_to_node: true" if per_task else
+                    f"slurm.tasks_per_node: {most['cpus']} or fewer (one CPU each at least)",
+            "gpus": f"slurm.gpus_per_node: {most['gpus']} (with tasks_per_node equal), or a GPU slurm.partition "
+                    "(sinfo -o '%P %G')",
+            "mem": f"slurm.mem_gb: {most['mem_mb'] // 1024} or less (0: the cluster's default)",
+            "nodes": f"slurm.nodes: {int(min(part.nodes, part.max_nodes))}",
+            "time": f"slurm.time_min: {part.max_time_min:g} (a cell that runs out of time resumes)",
+            "node": "ask for less of one of them, or another slurm.partition (sinfo -o '%P %c %m %G %D')"}[what]
+
+
+def fit_partition(spec: SweepSpec, log: Callable[[str], None] = print,
+                  read: Callable[[str], Partition] | None = None) -> SlurmSpec:
+    """Check the sweep's SLURM request against its partition's nodes before anything is submitted.
+
+    A job that no node can hold would pend forever (Reason=PartitionConfig). With ``slurm.fit_to_node`` a too
+    large ``cpus_per_task`` is lowered to the most that fits (logged); any other shortfall is an error.
+
+    Parameters
+    ----------
+    spec : SweepSpec
+        The sweep; ``spec.slurm`` holds the request.
+    log : callable
+        Receives the fit_to_node note and, when sinfo cannot be read, a warning (the request is then unchecked).
+    read : callable or None
+        ``partition name -> Partition``; None: :func:`hpc.slurm_resources.read_partition` (``sinfo``).
+
+    Returns
+    -------
+    SlurmSpec
+        ``spec.slurm``, or a copy with the fitted ``cpus_per_task``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the sweep file, the keys, the request, what the partition has, and a HINT.
+    """
+    s, where = spec.slurm, getattr(spec, "_source", "sweep")
+    try:
+        part = (read or read_partition)(s.partition)
+    except UnknownPartition as err:
+        raise ConfigError(f"{where}: slurm.partition: {err}") from None
+    except SlurmResourceError as err:
+        log(f"[galmass sweep] warning: the SLURM request was not checked against the partition: {err}")
+        return s
+    req = _request(s)
+    short = shortfalls(req, part)
+    if short and s.fit_to_node and {x.what for x in short} <= {"cpus", "node"}:
+        cpus = largest_cpus_per_task(req, part)
+        if cpus:
+            log(f"[galmass sweep] slurm.fit_to_node: cpus_per_task {s.cpus_per_task} → {cpus}, the most that fits "
+                f"{s.tasks_per_node} task(s) per node on {part.describe()}")
+            return dataclasses.replace(s, cpus_per_task=cpus)
+    if short:
+        what = "; ".join(f"{_REQUEST_KEYS[x.what]}: {x}" for x in short)
+        hints = "; ".join(_shortfall_hint(x.what, req, part) for x in short)
+        raise ConfigError(f"{where}: no job of this sweep could ever start on {part.describe()}: {what}. "
+                          f"HINT: {hints}")
+    return s
 
 
 def _resolve_kind(kind: str) -> str:
@@ -438,7 +541,8 @@ def launch(spec: SweepSpec, spec_dir: Path | None = None, executor: str | None =
     plan = plan_sweep(spec, spec_dir)
     kind = _resolve_kind(executor or spec.executor)
     todo_ds, todo_cells, need_eval = _pending_work(plan)
-    s = spec.slurm
+    # Before anything is submitted (and in a dry run): a request no node can hold would pend forever.
+    s = fit_partition(spec, log) if kind == "slurm" and (todo_ds or todo_cells or need_eval) else spec.slurm
     log(f"[galmass sweep] {plan.name}: {len(plan.cells)} cells × {len(plan.datasets)} datasets → {plan.out}")
     for c in plan.cells:
         state = "todo" if c in todo_cells else "done"
@@ -466,7 +570,7 @@ def launch(spec: SweepSpec, spec_dir: Path | None = None, executor: str | None =
             "HINT: wait for them (squeue) or scancel them, then relaunch"
         )
     plan_path = write_plan(plan)
-    ex, base_params = _executor(spec, out, kind)
+    ex, base_params = _executor(spec, s, out, kind)
     slurm = ex.cluster == "slurm"
 
     def submit(stage: str, fn, args: list[tuple], deps: list[str], dep_type: str, **extra):

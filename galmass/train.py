@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,7 +62,15 @@ LOG_LINES_PER_EPOCH = 10
 
 
 class Preempted(Exception):
-    """Training stopped on a preemption signal after writing a checkpoint; rerun the same command to resume."""
+    """Training stopped on a preemption signal after writing a checkpoint; rerun the same command to resume.
+
+    ``signal`` is the signal that asked for the stop (SIGUSR2 when it was among those received: the one a job
+    manager such as submitit acts on), or None when another rank was signalled.
+    """
+
+    def __init__(self, message: str, sig: Any = None) -> None:
+        super().__init__(message)
+        self.signal = sig
 
 
 class TrainingDiverged(RuntimeError):
@@ -469,7 +479,9 @@ def preempt_exit(s: Session, epoch: int, state: dict[str, Any] | None) -> None:
         s.writer.close()
     barrier()  # nobody exits before the checkpoint is on disk
     note = request_requeue() if s.main and s.requeue else "requeueing left to the caller"
-    raise Preempted(f"{s.handler.describe()} received: checkpoint written {where}; {note}")
+    seen = s.handler.seen
+    sig = signal.SIGUSR2 if signal.SIGUSR2 in seen else (seen[0] if seen else None)
+    raise Preempted(f"{s.handler.describe()} received: checkpoint written {where}; {note}", sig)
 
 
 def finish(s: Session) -> None:
@@ -498,6 +510,8 @@ def train(cfg: Config, *, requeue: bool = True) -> Path:
     handler requeues and counts timeouts); :class:`Preempted` is raised either way.
     """
     info = init_distributed()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     try:
         check_geometry(cfg, info)
         run_dir = Path(cfg.train.run_dir)
@@ -531,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     try:
         cfg = load_config(args.config, overrides)
-        train(cfg)
+        # A batch script that requeues its own job (slurm/train_ddp.sh traps USR2) sets GALMASS_REQUEUE=0.
+        train(cfg, requeue=os.environ.get("GALMASS_REQUEUE", "1") != "0")
     except (ConfigError, DatasetError, TrainingDiverged, ckpt.CheckpointError, DiskFullError) as err:
         print(f"galmass train: error: {err}", file=sys.stderr)
         return 2

@@ -39,7 +39,10 @@ __all__ = [
     "expand_hostlist",
     "first_host",
     "requested_gpus_per_node",
+    "slurm_master_port",
     "DEFAULT_MASTER_PORT",
+    "SLURM_PORT_BASE",
+    "SLURM_PORT_SPAN",
 ]
 
 DEFAULT_MASTER_PORT = 29500
@@ -51,8 +54,9 @@ _INTERACTIVE_JOB_NAMES = ("bash", "interactive")
 
 # Ports derived from the SLURM job id stay in [12000, 32000): above the well-known/registered ports in common use
 # and below Linux's default ephemeral range (32768-60999), so the OS never hands the port to a random client.
-_SLURM_PORT_BASE = 12000
-_SLURM_PORT_SPAN = 20000
+# The same rule is in slurm/_python.sh (galmass_master_port), used by slurm/train_ddp.sh; tests check they agree.
+SLURM_PORT_BASE = 12000
+SLURM_PORT_SPAN = 20000
 
 _TORCH_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR")
 
@@ -288,8 +292,8 @@ class SlurmEnv(LauncherEnv):
     the first host of ``SLURM_STEP_NODELIST`` / ``SLURM_NODELIST`` / ``SLURM_JOB_NODELIST`` expanded in Python
     (``node[01-03,7]`` -> ``node01``) so no ``scontrol`` call is needed on compute nodes. This assumes rank 0 runs on
     the first node of the list, which holds for Slurm's default block distribution.
-    Master port: ``MASTER_PORT`` if exported, else derived from ``SLURM_JOB_ID`` (every task of the job computes
-    the same value, and different jobs sharing a node almost never collide).
+    Master port: ``MASTER_PORT`` if exported, else :func:`slurm_master_port` of ``SLURM_JOB_ID`` (every task of the
+    job computes the same value; jobs sharing a node collide only if their ids differ by a multiple of 20000).
 
     Tasks per node come from ``SLURM_STEP_TASKS_PER_NODE`` / ``SLURM_TASKS_PER_NODE`` (compressed, e.g.
     ``2(x3),1``) indexed by ``SLURM_NODEID``, falling back to ``SLURM_NTASKS_PER_NODE``.
@@ -380,7 +384,7 @@ class SlurmEnv(LauncherEnv):
         if port is not None:
             return port
         if "SLURM_JOB_ID" in self._env:
-            return _SLURM_PORT_BASE + self._int("SLURM_JOB_ID") % _SLURM_PORT_SPAN
+            return slurm_master_port(self._int("SLURM_JOB_ID"))
         warnings.warn(
             f"slurm: neither MASTER_PORT nor SLURM_JOB_ID set; using {DEFAULT_MASTER_PORT}. "
             "HINT: export MASTER_PORT in the sbatch script.",
@@ -611,6 +615,29 @@ def first_host(text: str) -> str:
         raise LauncherError(f"empty host list {text!r}.")
     # Only the first entry needs expanding: avoids building a 10^4-host list to read one name.
     return expand_hostlist(first[0])[0]
+
+
+def slurm_master_port(job_id: int) -> int:
+    """Rendezvous port of a SLURM job: ``12000 + job_id % 20000``, in [12000, 32000).
+
+    The one rule of galmass for a job-derived port, shared with ``galmass_master_port`` in slurm/_python.sh (what
+    slurm/train_ddp.sh exports as ``MASTER_PORT``). The range lies above the commonly used registered ports and
+    below Linux's default ephemeral range (``net.ipv4.ip_local_port_range`` 32768-60999), so the kernel never
+    hands the port to an outgoing connection; consecutive job ids on one node get different ports.
+
+    Parameters
+    ----------
+    job_id : int
+        ``SLURM_JOB_ID`` (each task of a job array has its own), >= 0.
+
+    Raises
+    ------
+    ValueError
+        For a negative id.
+    """
+    if job_id < 0:
+        raise ValueError(f"SLURM job id must be >= 0, got {job_id}. HINT: pass $SLURM_JOB_ID")
+    return SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN
 
 
 def requested_gpus_per_node(env: Mapping[str, str] | None = None) -> int:

@@ -86,12 +86,17 @@ class PreemptionHandler:
             raise ValueError("signals must name at least one signal. HINT: use the default (SIGUSR2, SIGTERM).")
         self.signals = tuple(signal.Signals(s) for s in signals)
         self.received: signal.Signals | None = None
+        self.seen: list[signal.Signals] = []
+        """Every distinct signal caught, in order of arrival."""
         self._previous: dict[signal.Signals, Any] = {}
 
     # -- installation --------------------------------------------------------------------------------------------
     def _handle(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002 - signal API
+        sig = signal.Signals(signum)
         if self.received is None:
-            self.received = signal.Signals(signum)
+            self.received = sig
+        if sig not in self.seen:  # e.g. SIGTERM then USR2 (a preemption-style interrupt): remember both
+            self.seen.append(sig)
 
     def install(self) -> PreemptionHandler:
         """Install the handlers (idempotent). Returns ``self`` for chaining."""

@@ -17,6 +17,9 @@
 # 22.05.8 and munge 0.5.15 on Debian 12 without systemd. No accounting daemon: `sacct` is not available, so
 # submitit's job *states* are unknown, but its results, arrays, dependencies and requeue work.
 #
+# Submission is checked against the partition (EnforcePartLimits=ALL): `sbatch --ntasks=8 ...` on a 2-CPU machine
+# fails at once ("More processors requested than permitted") instead of pending forever.
+#
 # Known behaviour of a single-node SLURM: a requeued job waits 120 s (Reason=BeginTime) before it may start
 # again (`scontrol update JobId=ID StartTime=now` skips the wait); with CR_Core a one-CPU job holds a whole core,
 # so at most $(nproc) one-CPU jobs run at once; `--signal=B:USR2@T` is delivered within 30–60 s of T.
@@ -82,6 +85,9 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 MailProg=/bin/true
 JobRequeue=1
+# Refuse at submission (sbatch fails with Slurm's message) a job that the partition can never hold — more CPUs,
+# nodes, memory or time than it has — instead of queueing it to pend forever (Reason=PartitionConfig).
+EnforcePartLimits=ALL
 # Fast kill of timed-out/cancelled steps (default 30 s) keeps tests and requeues short.
 KillWait=5
 # Scheduling passes every 2 s instead of 60 s: jobs whose dependencies just finished start at once.
@@ -97,6 +103,7 @@ SlurmdPort=${GALMASS_SLURMD_PORT:-6818}
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+  if [ -f "$CONF" ] && cmp -s "$CONF.tmp" "$CONF"; then rm -f "$CONF.tmp"; return 1; fi
   mv "$CONF.tmp" "$CONF"
 }
 
@@ -104,11 +111,16 @@ start() {
   need_root start
   install_packages
   if pid_alive "$DIR/slurmctld.pid" slurmctld && pid_alive "$DIR/slurmd.pid" slurmd; then
-    log "already running (state in $DIR)"
+    if write_conf; then  # started by an older version of this script: apply the current settings
+      log "already running; configuration updated (scontrol reconfigure)"
+      SLURM_CONF="$CONF" scontrol reconfigure || die "scontrol reconfigure failed; see $DIR/log/slurmctld.log"
+    else
+      log "already running (state in $DIR)"
+    fi
     wait_idle
     return 0
   fi
-  write_conf
+  write_conf || true
   if ! munge_ok; then
     mkdir -p /run/munge /var/log/munge /var/lib/munge
     chown munge:munge /run/munge /var/log/munge /var/lib/munge

@@ -11,9 +11,16 @@
 # Command-line sbatch options override the #SBATCH lines below. The global batch (train.batch_size) is split
 # over nodes × tasks-per-node ranks, so changing the geometry does not change what is computed.
 #
-# Python: $GALMASS_PYTHON if set, else $SLURM_SUBMIT_DIR/.venv/bin/python (the repository's `make` venv), else
-# python3 on PATH. Output: the run directory (train.run_dir) and the log slurm-<jobname>-<jobid>.out in the
-# submission directory (appended to across requeues).
+# Python: $GALMASS_PYTHON if set, else $SLURM_SUBMIT_DIR/.venv/bin/python (the repository's `make` venv), else the
+# .venv of the repository holding this script, else python3 on PATH (slurm/_python.sh). Output: the run directory
+# (train.run_dir) and the log slurm-<jobname>-<jobid>.out in the submission directory (appended to across requeues).
+# The log is a file, not a terminal (srun without --pty), so training prints plain per-epoch lines and no progress
+# bar (no carriage returns).
+#
+# Checked at job start, before any rank starts: the config and overrides (galmass.config), the geometry (tasks
+# split evenly over nodes, one task per GPU) and that the ranks' CPUs fit what the job holds on a node. A request
+# that no node of the partition can hold is refused by sbatch itself where slurm.conf has EnforcePartLimits=ALL
+# (slurm/local_slurm.sh sets it); elsewhere it may pend with Reason=PartitionConfig: check with `squeue`.
 #
 # Checkpoint-and-requeue: SLURM sends USR2 to this batch shell (`--signal=B:USR2@180`: 180 s before the time
 # limit; SLURM checks every 30–60 s). The trap requeues the job (`--requeue`); the requeued job runs the same
@@ -41,12 +48,16 @@ die() { echo "[train_ddp] error: $*" >&2; exit 2; }
 CONFIG="$1"; shift
 [ -f "$CONFIG" ] || die "config file '$CONFIG' not found (relative paths are relative to $PWD)"
 
-SUBMIT_DIR="${SLURM_SUBMIT_DIR:-$PWD}"
-if [ -n "${GALMASS_PYTHON:-}" ]; then PY="$GALMASS_PYTHON"
-elif [ -x "$SUBMIT_DIR/.venv/bin/python" ]; then PY="$SUBMIT_DIR/.venv/bin/python"
-else PY="$(command -v python3)"; fi
-"$PY" -c "import galmass, torch" 2>/dev/null \
-  || die "'$PY' cannot import galmass and torch. HINT: export GALMASS_PYTHON=/path/to/venv/bin/python"
+# Shared helpers (slurm/_python.sh). Under sbatch this script runs from a copy in the spool directory: look next to
+# the script, next to the submitted script (scontrol's Command=), then in $SLURM_SUBMIT_DIR/slurm.
+HELPERS="$(dirname "${BASH_SOURCE[0]}")"
+[ -f "$HELPERS/_python.sh" ] || HELPERS="$(dirname "$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null \
+                                                     | grep -o ' Command=[^ ]*' | cut -d= -f2 || true)")"
+[ -f "$HELPERS/_python.sh" ] || HELPERS="${SLURM_SUBMIT_DIR:-$PWD}/slurm"
+[ -f "$HELPERS/_python.sh" ] || die "slurm/_python.sh not found. HINT: submit from the repository root"
+# shellcheck source=slurm/_python.sh
+source "$HELPERS/_python.sh"
+galmass_python "export GALMASS_PYTHON=/path/to/venv/bin/python (with galmass and torch)" galmass torch
 
 # ---- geometry (checked before any rank starts: a wrong one would hang the rendezvous or share GPUs)
 NNODES="${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}"
@@ -61,10 +72,24 @@ GPUS="${GPUS##*:}"                         # "a100:4" → 4
 if [ "$GPUS" -gt 0 ] && [ "$NPROC" -ne "$GPUS" ]; then
   die "$NPROC tasks per node but $GPUS GPUs per node: each training process needs one GPU. HINT: --ntasks-per-node=$GPUS"
 fi
+galmass_check_cpus "$((NPROC * CPT))" "$NPROC process(es) × $CPT CPU(s)"
+# The config and overrides, once, here: a typo should not start (and fail in) every rank.
+"$PY" - "$CONFIG" "$@" <<'PYCHECK' || die "the config does not load (message above). HINT: fix the file or override"
+import sys
+from galmass.config import ConfigError, load_config
+try:
+    load_config(sys.argv[1], sys.argv[2:])
+except ConfigError as err:
+    sys.exit(f"[train_ddp] config error: {err}")
+PYCHECK
 
 # ---- rendezvous on the first node of the allocation
-MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)"
-MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"   # per job: two jobs on a node never collide
+# sed, not head: head exits after one line and, under pipefail, scontrol's SIGPIPE on a long node list would end
+# the script with status 141.
+MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"
+# Per job, so two jobs on a node do not collide: 12000 + SLURM_JOB_ID % 20000 (slurm/_python.sh; the same rule as
+# hpc.launchers.slurm_master_port).
+MASTER_PORT="${MASTER_PORT:-$(galmass_master_port "$SLURM_JOB_ID")}"
 export MASTER_ADDR MASTER_PORT
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$CPT}"                  # torchrun would otherwise force 1
 
@@ -73,11 +98,14 @@ requeue() {
   scontrol requeue "$SLURM_JOB_ID"
 }
 trap requeue USR2
+# This script requeues its own job (the trap above); galmass.train must not ask Slurm a second time.
+export GALMASS_REQUEUE=0
 
 echo "[train_ddp] $(date -u +%FT%TZ) job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}): $NNODES node(s) × $NPROC" \
      "process(es), $GPUS GPU(s)/node, $CPT CPU(s)/process, rendezvous $MASTER_ADDR:$MASTER_PORT, python $PY"
 
-# One srun task per node (it holds all the node's CPUs of this job); torchrun spawns the NPROC ranks.
+# One srun task per node (it holds all the node's CPUs of this job); torchrun spawns the NPROC ranks. No --pty:
+# the ranks' output goes to the log file, and training sees no terminal (plain lines, no progress bar).
 # srun runs in the background so that the USR2 trap runs at once (bash delays traps until a foreground
 # command ends).
 srun --ntasks="$NNODES" --ntasks-per-node=1 --cpus-per-task="$((NPROC * CPT))" --kill-on-bad-exit=1 \

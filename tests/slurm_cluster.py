@@ -1,8 +1,8 @@
 """A real single-node SLURM for the integration tests (slurm/local_slurm.sh), and small job helpers.
 
 Import the ``slurm`` fixture into a test module. It starts the cluster if it is not running (root + apt needed,
-else the tests are skipped), exports SLURM_CONF for the commands and jobs the tests start, and stops the
-daemons at the end only if it started them. ``GALMASS_TEST_SLURM=0`` skips these tests.
+else the tests are skipped; a running one gets the current slurm.conf), exports SLURM_CONF for the commands and
+jobs the tests start, and stops the daemons at the end only if it started them. ``GALMASS_TEST_SLURM=0`` skips these tests.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ def slurm() -> Path:
     if why:
         pytest.skip(why)
     was_running = subprocess.run([str(SCRIPT), "status"], capture_output=True, text=True).returncode == 0
-    if not was_running:
-        proc = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            pytest.fail(f"slurm/local_slurm.sh start failed:\n{proc.stdout}\n{proc.stderr}")
+    # Also when it runs: `start` then only applies this version's slurm.conf (e.g. EnforcePartLimits) if it changed.
+    proc = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"slurm/local_slurm.sh start failed:\n{proc.stdout}\n{proc.stderr}")
     conf = SLURM_DIR / "slurm.conf"
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)
@@ -53,6 +53,12 @@ def slurm() -> Path:
         os.environ["SLURM_CONF"] = old
     if not was_running:
         subprocess.run([str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120)
+
+
+def node_cpus() -> int:
+    """CPUs of the local cluster's node as sinfo reports them (``nproc`` of this machine, e.g. 2)."""
+    out = subprocess.run(["sinfo", "-h", "-e", "-o", "%c"], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0].rstrip("+"))
 
 
 def job_info(job_id: str) -> dict[str, str]:
@@ -73,23 +79,26 @@ def wait_for_state(job_id: str, states: set[str], timeout: float = 180, poll: fl
     raise AssertionError(f"job {job_id} did not reach {states} in {timeout} s; last: {info}")
 
 
-def release_requeued(job_id: str, timeout: float = 60, poll: float = 0.25) -> dict[str, str]:
+def release_requeued(job_id: str, timeout: float = 60, poll: float = 0.25, settle: float = 2.0) -> dict[str, str]:
     """Let a requeued job start again now instead of after SLURM's 120 s hold (Reason=BeginTime).
 
     The hold is set when the old run has finished completing, so the update is repeated for as long as the job
-    is seen pending for BeginTime; returns once it runs again (or ended).
+    is seen pending for BeginTime; returns once it runs again (or ended). The first update waits ``settle``
+    seconds after the job was first seen pending: slurmd revokes the old run's credential with a time stamp of
+    whole seconds, and a restart within that same second is refused ("Killing non-startable batch job: Job
+    credential revoked"), which ends the job instead of restarting it.
     """
     t0 = time.monotonic()
     info: dict[str, str] = {}
-    seen_pending = False
+    pending_since: float | None = None
     while time.monotonic() - t0 < timeout:
         info = job_info(job_id)
         state = info.get("JobState")
         if state == "PENDING":
-            seen_pending = True
-            if info.get("Reason") == "BeginTime":
+            pending_since = pending_since or time.monotonic()
+            if info.get("Reason") == "BeginTime" and time.monotonic() - pending_since >= settle:
                 subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
-        elif seen_pending and (state == "RUNNING" or state in TERMINAL):
+        elif pending_since is not None and (state == "RUNNING" or state in TERMINAL):
             return info
         time.sleep(poll)
     raise AssertionError(f"requeued job {job_id} did not start again in {timeout} s; last: {info}")

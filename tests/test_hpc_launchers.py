@@ -35,6 +35,20 @@ from hpc.launchers import (
     expand_hostlist,
     first_host,
     requested_gpus_per_node,
+    slurm_master_port,
+)
+from hpc.slurm_resources import (
+    NodeGroup,
+    Partition,
+    Request,
+    SlurmResourceError,
+    UnknownPartition,
+    largest_cpus_per_task,
+    parse_gpus,
+    parse_sinfo,
+    parse_time_min,
+    read_partition,
+    shortfalls,
 )
 from hpc.sampler import GlobalBatchSampler
 
@@ -163,6 +177,65 @@ def test_slurm_port_is_shared_by_all_tasks_and_depends_on_job():
     assert 12000 <= port < 32000  # below the Linux ephemeral range
     assert SlurmEnv({**SLURM, "SLURM_JOB_ID": "4243"}).master_port != port
     assert SlurmEnv({**SLURM, "MASTER_PORT": "23456"}).master_port == 23456
+
+
+JOB_IDS = [0, 1, 4242, 19999, 20000, 31999, 987654, 2**31 - 1]
+
+
+def _shell_port(job_id: str) -> subprocess.CompletedProcess:
+    snippet = 'die() { echo "$*" >&2; exit 2; }; source slurm/_python.sh; galmass_master_port "$1"'
+    return subprocess.run(["bash", "-c", snippet, "bash", job_id], cwd=REPO, capture_output=True, text=True)
+
+
+def test_slurm_master_port_is_one_rule_in_python_and_shell():
+    """slurm/_python.sh (used by slurm/train_ddp.sh) and SlurmEnv derive the same port from a job id."""
+    for job in JOB_IDS:
+        py = SlurmEnv({**SLURM, "SLURM_JOB_ID": str(job)}).master_port
+        assert py == slurm_master_port(job) == 12000 + job % 20000  # the documented rule
+        out = _shell_port(str(job))
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) == py, job
+        assert 12000 <= py < 32768  # below Linux's ephemeral port range
+    # the rule the shell script had before (20000 + id % 20000) disagrees: the comparison can fail
+    assert any(20000 + j % 20000 != slurm_master_port(j) for j in JOB_IDS)
+    bad = _shell_port("12x")
+    assert bad.returncode == 2 and "not a number" in bad.stderr
+    with pytest.raises(ValueError, match="HINT"):
+        slurm_master_port(-1)
+
+
+def _fake_tool(directory: Path, name: str, body: str) -> None:
+    path = directory / name
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(0o755)
+
+
+def test_train_ddp_script_exports_the_shared_port(tmp_path):
+    """The whole sbatch script, up to srun (replaced by a stub printing what the ranks would get)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_tool(bin_dir, "srun", 'echo "MASTER_ADDR=$MASTER_ADDR MASTER_PORT=$MASTER_PORT"; echo "ARGS $*"\n')
+    # `scontrol show hostnames` of a large job: more than a pipe buffer (64 KiB) after the first host, so a reader
+    # that stops after one line (head) makes it die of SIGPIPE, which `set -o pipefail` turns into an exit
+    _fake_tool(bin_dir, "scontrol", 'echo node-a; seq 30000 | sed s/^/node-b/\n')
+    job = 98765
+    env = {**_subprocess_env(), "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
+           f"{os.environ['PATH']}", "SLURM_JOB_ID": str(job), "SLURM_JOB_NUM_NODES": "1", "SLURM_NTASKS": "2",
+           "SLURM_NTASKS_PER_NODE": "2", "SLURM_CPUS_PER_TASK": "1", "SLURM_CPUS_ON_NODE": "2",
+           "SLURM_JOB_NODELIST": "node-[a-b]", "GALMASS_PYTHON": sys.executable}
+    proc = subprocess.run(["bash", "slurm/train_ddp.sh", "configs/quickstart.yaml", "--train.epochs=1"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"MASTER_ADDR=node-a MASTER_PORT={slurm_master_port(job)}" in proc.stdout
+    assert f"--rdzv_endpoint=node-a:{slurm_master_port(job)}" in proc.stdout
+    # checks at job start: more CPUs than the job holds on the node, and a bad override, stop before srun
+    crowded = subprocess.run(["bash", "slurm/train_ddp.sh", "configs/quickstart.yaml"], cwd=REPO,
+                             env={**env, "SLURM_CPUS_PER_TASK": "2"}, capture_output=True, text=True, timeout=120)
+    assert crowded.returncode == 2 and "needs 4 CPUs on this node but the job holds 2" in crowded.stderr
+    assert "MASTER_PORT" not in crowded.stdout
+    typo = subprocess.run(["bash", "slurm/train_ddp.sh", "configs/quickstart.yaml", "--train.epoch=1"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 2 and "Did you mean 'epochs'" in typo.stderr and "MASTER_PORT" not in typo.stdout
 
 
 def test_slurm_master_addr_precedence():
@@ -478,3 +551,106 @@ def test_warnings_module_untouched():
         detect_launcher({})
         detect_launcher(SLURM)
         detect_launcher(TORCHRUN)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# hpc.slurm_resources: what a partition can hold (canned sinfo output)
+# ---------------------------------------------------------------------------------------------------------------
+# sinfo -h -e -o '%P|%c|%m|%G|%D|%l|%s' on a small site: 2-CPU default partition, GPU nodes of two sizes, a
+# partition with a 2-node job limit; the "cpu" nodes appear twice (idle and allocated lines).
+SINFO = """\
+debug*|2|19284|(null)|1|infinite|1-infinite
+gpu|32|256000|gpu:a100:4(S:0-1)|6|2-00:00:00|1-infinite
+gpu|64|512000|gpu:a100:8(S:0-1),mps:400|2|2-00:00:00|1-infinite
+cpu|128|512000|(null)|10|4:00:00|1-2
+cpu|128|512000|(null)|30|4:00:00|1-2
+"""
+
+
+def test_parse_sinfo_groups_and_limits():
+    parts = parse_sinfo(SINFO)
+    assert set(parts) == {"debug", "gpu", "cpu"} and parts["debug"].default and not parts["gpu"].default
+    assert parts["debug"].groups == (NodeGroup(cpus=2, mem_mb=19284, gpus=0, count=1),)
+    assert sorted(parts["gpu"].groups, key=lambda g: g.cpus) == [NodeGroup(32, 256000, 4, 6),
+                                                                  NodeGroup(64, 512000, 8, 2)]
+    assert parts["cpu"].groups == (NodeGroup(128, 512000, 0, 40),) and parts["cpu"].nodes == 40  # lines merged
+    assert parts["gpu"].max_time_min == 2 * 1440 and parts["cpu"].max_time_min == 240
+    assert parts["cpu"].max_nodes == 2 and parts["debug"].max_nodes == float("inf")
+    with pytest.raises(SlurmResourceError, match="7 '|'-separated columns"):
+        parse_sinfo("debug*|2|1000\n")
+    with pytest.raises(SlurmResourceError, match="CPUs"):
+        parse_sinfo("debug*|two|1000|(null)|1|infinite|1-infinite\n")
+
+
+@pytest.mark.parametrize("gres, n", [("(null)", 0), ("gpu:4", 4), ("gpu:a100:4(S:0-1)", 4), ("gpu:tesla", 1),
+                                     ("gpu:a100:2(S:0,1),gpu:v100:1", 3), ("mps:100", 0), ("", 0)])
+def test_parse_gpus(gres, n):
+    assert parse_gpus(gres) == n
+
+
+@pytest.mark.parametrize("text, minutes", [("infinite", float("inf")), ("1-12:00:00", 2160), ("4:00:00", 240),
+                                           ("30:00", 30), ("45", 45), ("2-06", 2 * 1440 + 6 * 60),
+                                           ("0:00:30", 0.5)])
+def test_parse_time_min(text, minutes):
+    assert parse_time_min(text) == minutes
+    with pytest.raises(SlurmResourceError, match="HINT"):
+        parse_time_min("soon")
+
+
+def test_shortfalls_name_what_no_node_can_hold():
+    parts = parse_sinfo(SINFO)
+    debug, gpu, cpu = parts["debug"], parts["gpu"], parts["cpu"]
+    assert shortfalls(Request(), debug) == []
+    assert shortfalls(Request(tasks_per_node=2), debug) == []  # exactly the node
+    short = shortfalls(Request(cpus_per_task=4), debug)  # the README's sweep on the 2-CPU cluster
+    assert [s.what for s in short] == ["cpus"] and "4 CPUs per node" in str(short[0]) and "has 2" in str(short[0])
+    assert [s.what for s in shortfalls(Request(gpus_per_node=1), debug)] == ["gpus"]
+    assert [s.what for s in shortfalls(Request(mem_mb=20000), debug)] == ["mem"]
+    assert [s.what for s in shortfalls(Request(nodes=2), debug)] == ["nodes"]
+    assert [s.what for s in shortfalls(Request(nodes=3), cpu)] == ["nodes"]  # MaxNodes 2 of 40
+    assert [s.what for s in shortfalls(Request(time_min=300), cpu)] == ["time"]
+    assert shortfalls(Request(time_min=240), cpu) == []
+    # each fits alone, but only the 2 big GPU nodes hold 8 GPUs: 3 such nodes cannot be had
+    assert shortfalls(Request(nodes=2, tasks_per_node=8, gpus_per_node=8), gpu) == []
+    assert [s.what for s in shortfalls(Request(nodes=3, tasks_per_node=8, gpus_per_node=8), gpu)] == ["node"]
+
+
+def test_largest_cpus_per_task():
+    parts = parse_sinfo(SINFO)
+    assert largest_cpus_per_task(Request(cpus_per_task=4), parts["debug"]) == 2
+    assert largest_cpus_per_task(Request(tasks_per_node=2, cpus_per_task=4), parts["debug"]) == 1
+    assert largest_cpus_per_task(Request(cpus_per_task=1), parts["debug"]) == 1  # never raised
+    # 4 GPU tasks per node on the 32-CPU GPU nodes: 8 CPUs each; 3 nodes need the smaller nodes too
+    assert largest_cpus_per_task(Request(nodes=3, tasks_per_node=4, gpus_per_node=4, cpus_per_task=16),
+                                 parts["gpu"]) == 8
+    assert largest_cpus_per_task(Request(tasks_per_node=3), parts["debug"]) == 0  # 3 tasks never fit 2 CPUs
+    assert largest_cpus_per_task(Request(gpus_per_node=1, cpus_per_task=2), parts["debug"]) == 0
+
+
+def test_read_partition_default_unknown_and_failures():
+    calls = []
+
+    def fake_run(args, **kw):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, SINFO, "")
+
+    assert read_partition("", run=fake_run).name == "debug"  # the '*' one
+    assert read_partition("gpu", run=fake_run).nodes == 8
+    assert calls[0][1:] == ["--noheader", "--exact", "--format", "%P|%c|%m|%G|%D|%l|%s"]
+    with pytest.raises(UnknownPartition, match=r"'gpus' does not exist \(sinfo lists: debug\*, gpu, cpu\)"):
+        read_partition("gpus", run=fake_run)
+
+    def failing(args, **kw):
+        return subprocess.CompletedProcess(args, 1, "", "Unable to contact slurm controller")
+
+    with pytest.raises(SlurmResourceError, match="Unable to contact") as err:
+        read_partition("", run=failing)
+    assert not isinstance(err.value, UnknownPartition)
+
+    def no_default(args, **kw):
+        return subprocess.CompletedProcess(args, 0, "gpu|32|1000|gpu:4|1|infinite|1-infinite\n", "")
+
+    with pytest.raises(UnknownPartition, match="no default partition"):
+        read_partition("", run=no_default)
+    assert Partition("x", (NodeGroup(2, 10, 0, 1),)).describe() == \
+        "partition 'x': 1 node(s) × 2 CPUs, 10 MB, 0 GPUs; no time limit"
