@@ -31,7 +31,9 @@ from galmass.physics.profiles import (
     plummer_density,
     plummer_mass,
     plummer_radius_from_fraction,
+    zhao_mass,
 )
+from galmass.physics.tracers import TwoPowerTracer
 from galmass.physics.scaling import c200_dutton_maccio, r200_from_m200, size_kravtsov, smhm_moster
 
 __all__ = ["Galaxy", "PARAM_NAMES", "draw_galaxy", "sample_stars", "sample_gas", "jeans_solution"]
@@ -85,17 +87,38 @@ class Galaxy:
     """Gas disc normal, z component."""
     dc14: bool = False
     """True: the dark matter follows Di Cintio et al. (2014) with X = log10(mstar / m200) (``n`` and ``r_c`` unused)."""
+    zhao: bool = False
+    """True: the dark matter is a Zhao (alpha, beta, gamma) halo with the shape below (``n``, ``r_c`` unused)."""
+    halo_alpha: float = 1.0
+    """Zhao halo transition sharpness (used when ``zhao``)."""
+    halo_beta: float = 3.0
+    """Zhao halo outer slope (used when ``zhao``)."""
+    halo_gamma: float = 1.0
+    """Zhao halo inner slope: 0 core ... 1.5 steep cusp (used when ``zhao``)."""
+    light_beta: float = 5.0
+    """Outer slope of the stellar (alpha = 2, beta, gamma) profile; with light_gamma = 0, 5 is Plummer."""
+    light_gamma: float = 0.0
+    """Inner slope of the stellar profile (0: cored light, as Plummer)."""
 
     # --- mass profile -------------------------------------------------------------------------------------------
+    @property
+    def tracer(self) -> TwoPowerTracer:
+        """The stellar number-density profile, with projected half-number radius ``a``."""
+        return TwoPowerTracer(2.0, self.light_beta, self.light_gamma, self.a)
+
     def dm_mass(self, r: ArrayLike) -> NDArray[np.float64]:
-        """Dark-matter mass inside radius r [kpc] -> [Msun] (coreNFW, n = 0 is exactly NFW; or DC14)."""
+        """Dark-matter mass inside radius r [kpc] -> [Msun] (coreNFW, n = 0 is exactly NFW; DC14; or Zhao)."""
+        if self.zhao:
+            return zhao_mass(r, self.m200, self.c200, self.r200, self.halo_alpha, self.halo_beta, self.halo_gamma)
         if self.dc14:
             return dc14_mass(r, self.m200, self.c200, self.r200, float(np.log10(self.mstar / self.m200)))
         return corenfw_mass(r, self.m200, self.c200, self.r200, self.r_c, self.n)
 
     def star_mass(self, r: ArrayLike) -> NDArray[np.float64]:
-        """Stellar (Plummer) mass inside radius r [kpc] -> [Msun]."""
-        return plummer_mass(r, self.a, self.mstar)
+        """Stellar mass inside radius r [kpc] -> [Msun] (mass follows the star counts)."""
+        if self.light_beta == 5.0 and self.light_gamma == 0.0:
+            return plummer_mass(r, self.a, self.mstar)  # closed form for the Plummer default
+        return self.mstar * self.tracer.fraction(r)
 
     def gas_mass(self, r: ArrayLike) -> NDArray[np.float64]:
         """Gas disc mass inside the sphere of radius r [kpc] -> [Msun]."""
@@ -176,12 +199,16 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
     m1_frac, m1_phase = link * _uniform(rng, feedback.lopsided_range), 2.0 * np.pi * rng.random()
     normal = _random_unit_vector(rng)
     r_c = _uniform(rng, feedback.eta_range) * a
+    halo_shape = (_uniform(rng, feedback.transition_range), feedback.outer_slope,
+                  _uniform(rng, feedback.inner_slope_range))
+    light_beta, light_gamma = _uniform(rng, suite.light_outer_slope_range), _uniform(rng, suite.light_inner_slope_range)
     return Galaxy(
         m200=m200, c200=c200, r200=r200, mstar=mstar, a=a, om=om, beta=beta, r_a=r_a, n=n, r_c=r_c,
         m_gas=m_gas, r_d=r_d, sigma_gas=sigma_gas, v_rad_frac=v_rad, m2_frac=m2_frac, m2_phase=float(m2_phase),
         m1_frac=m1_frac, m1_phase=float(m1_phase),
         disc_nx=float(normal[0]), disc_ny=float(normal[1]), disc_nz=float(normal[2]),
-        dc14=feedback.profile == "dc14",
+        dc14=feedback.profile == "dc14", zhao=feedback.profile == "zhao", halo_alpha=halo_shape[0],
+        halo_beta=halo_shape[1], halo_gamma=halo_shape[2], light_beta=light_beta, light_gamma=light_gamma,
     )
 
 
@@ -198,8 +225,9 @@ def _random_unit_vector(rng: np.random.Generator, n: int | None = None) -> NDArr
 @functools.lru_cache(maxsize=32)
 def jeans_solution(galaxy: Galaxy) -> JeansSolution:
     """sigma_r^2(r) of the Plummer stars in the galaxy's total mass (cached: Galaxy is frozen and hashable)."""
-    return solve_jeans(galaxy.mass, lambda r: plummer_density(r, galaxy.a), scale=galaxy.a,
-                       **galaxy.anisotropy_kwargs())
+    plummer = galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0
+    density = (lambda r: plummer_density(r, galaxy.a)) if plummer else galaxy.tracer.density
+    return solve_jeans(galaxy.mass, density, scale=galaxy.a, **galaxy.anisotropy_kwargs())
 
 
 def sample_stars(
@@ -218,7 +246,9 @@ def sample_stars(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    r = plummer_radius_from_fraction(rng.random(n), galaxy.a)
+    u = rng.random(n)
+    plummer = galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0
+    r = plummer_radius_from_fraction(u, galaxy.a) if plummer else galaxy.tracer.sample_radii(u)
     rhat = _random_unit_vector(rng, n)
     sol = jeans_solution(galaxy)
     sigma_r = sol.sigma_r(r)

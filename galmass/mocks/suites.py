@@ -76,6 +76,12 @@ class SuiteSpec:
     """Gas disc exponential scale length R_d / R_h, drawn uniformly."""
     gas_sigma_kms_range: tuple[float, float] = (8.0, 12.0)
     """Gas turbulent velocity dispersion (isotropic, per component) [km/s], drawn uniformly."""
+    light_outer_slope_range: tuple[float, float] = (5.0, 5.0)
+    """Outer slope beta of the stellar (alpha = 2, beta, gamma) number-density profile, drawn uniformly (> 3;
+    5 with inner slope 0 is Plummer). Observed dSph profiles range from King/exponential-like to steep outer
+    fall-offs (Muñoz et al. 2018)."""
+    light_inner_slope_range: tuple[float, float] = (0.0, 0.0)
+    """Inner slope gamma of the stellar profile, drawn uniformly in [0, 1) (0: a cored light profile)."""
 
     def __post_init__(self) -> None:
         _check_range("log10_m200_range", self.log10_m200_range, 6.0, 15.0)
@@ -92,6 +98,8 @@ class SuiteSpec:
                               f"{self.gas_to_stellar_range}")
         _check_range("gas_rd_over_rh_range", self.gas_rd_over_rh_range, 1e-3)
         _check_range("gas_sigma_kms_range", self.gas_sigma_kms_range, 0.0)
+        _check_range("light_outer_slope_range", self.light_outer_slope_range, 3.2, 20.0)
+        _check_range("light_inner_slope_range", self.light_inner_slope_range, 0.0, 1.5)
         if not 0.0 <= self.om_fraction <= 1.0:
             raise ConfigError(f"om_fraction must be in [0, 1], got {self.om_fraction}")
         if not 0.0 < self.size_k < 1.0:
@@ -112,10 +120,17 @@ class FeedbackSpec:
     """Feedback model name; defaults to the file name without ``.yaml``."""
     description: str = ""
     """Free text: what this model stands for."""
-    profile: Literal["nfw", "corenfw", "dc14"] = "nfw"
+    profile: Literal["nfw", "corenfw", "dc14", "zhao"] = "nfw"
     """Dark-matter profile: 'nfw' (cusp), 'corenfw' (Read, Agertz & Collins 2016; core strength n drawn from
     n_range) or 'dc14' (Di Cintio et al. 2014: the (alpha, beta, gamma) shape set by each galaxy's own
     X = log10(M*/M200), so the core follows the star-formation efficiency; n_range must be [0, 0])."""
+    inner_slope_range: tuple[float, float] = (1.0, 1.0)
+    """'zhao' profile: inner slope gamma of the dark matter, drawn uniformly in [0, 1.5] (0 core, 1 NFW-like,
+    1.5 steeper than NFW): a continuous family instead of the cusp/core dichotomy (Zhao 1996)."""
+    transition_range: tuple[float, float] = (1.0, 1.0)
+    """'zhao' profile: transition sharpness alpha, drawn uniformly (1 is NFW-like; larger: sharper)."""
+    outer_slope: float = 3.0
+    """'zhao' profile: outer slope beta (3 as NFW)."""
     n_range: tuple[float, float] = (0.0, 0.0)
     """coreNFW core strength n in [0, 1], drawn uniformly (must be [0, 0] for 'nfw')."""
     eta_range: tuple[float, float] = (1.75, 1.75)
@@ -138,6 +153,10 @@ class FeedbackSpec:
             raise ConfigError(f"profile '{self.profile}' has no coreNFW n, but n_range = {list(self.n_range)}. "
                               "HINT: set profile: corenfw, or n_range: [0, 0]")
         _check_range("eta_range", self.eta_range, 1e-3)
+        _check_range("inner_slope_range", self.inner_slope_range, 0.0, 1.9)
+        _check_range("transition_range", self.transition_range, 0.1, 10.0)
+        if not 2.0 < self.outer_slope <= 10.0:
+            raise ConfigError(f"outer_slope must be in (2, 10], got {self.outer_slope}. HINT: NFW has 3")
         if not 0.0 <= self.gas_core_link <= 1.0:
             raise ConfigError(f"gas_core_link must be in [0, 1], got {self.gas_core_link}. HINT: 0 means no link")
         for key in ("radial_flow_range", "m2_range", "lopsided_range"):
