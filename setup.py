@@ -40,6 +40,8 @@ setup(
         "slurm": ["submitit>=1.5"],
         # galpy's constantbetadf (any constant beta) needs jax; galmass's beta = -1/2 DF does not.
         "df": ["jax>=0.4"],
+        # The NPE peer benchmark (benchmarks/npe_peer.py): sbi's masked autoregressive flow on summary statistics.
+        "bench": ["sbi>=0.23"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "tarp>=0.1.1", "deprecation>=2.1"],
     },
     entry_points={"console_scripts": ["galmass=galmass.cli:main"]},

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from galmass.config import ConfigError, load_config
+from galmass.predict import add_arguments as add_predict_arguments
 
 __all__ = ["main"]
 
@@ -92,16 +93,12 @@ def _cmd_report(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace, overrides: list[str]) -> int:
-    from galmass.predict import main as predict_main
+    from galmass.predict import run
 
     if overrides:
         raise ConfigError(f"command line: galmass predict takes no --section.key overrides (the model's config is "
-                          f"fixed by --run), got {overrides}")
-
-    argv = ["--run", args.run, "--stars", args.stars, "--samples", str(args.samples), "--seed", str(args.seed)]
-    argv += (["--gas", args.gas] if args.gas else []) + (["--out", args.out] if args.out else [])
-    argv += ["--force"] if args.force else []
-    return predict_main(argv)
+                          f"fixed by --run or the shipped model), got {overrides}")
+    return run(args)
 
 
 def _cmd_validate(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -212,14 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", default="galmass report")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("predict", help="posterior mass profile of an observed star catalogue")
-    p.add_argument("--run", required=True)
-    p.add_argument("--stars", required=True)
-    p.add_argument("--gas", default=None)
-    p.add_argument("--out", default=None)
-    p.add_argument("--samples", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true")
+    p = sub.add_parser("predict", help="posterior mass profiles of observed star catalogues (one or many galaxies)")
+    add_predict_arguments(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("validate", help="grade a trained run on the independent galpy validation set")
@@ -270,12 +261,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe a user's input or environment (their messages name the file and the fix)."""
+    from galmass.catalogue import CatalogueError
     from galmass.datasets.reader import DatasetError
     from hpc.atomic import DiskFullError
     from hpc.checkpoint import CheckpointError
     from hpc.lock import LockedError
 
-    return (DatasetError, DiskFullError, CheckpointError, LockedError, FileNotFoundError, FileExistsError)
+    return (CatalogueError, DatasetError, DiskFullError, CheckpointError, LockedError, FileNotFoundError, FileExistsError)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
-"""Posterior of the enclosed-mass profile of an observed galaxy (``galmass predict``).
+"""Posterior mass profiles of observed galaxies (``galmass predict``).
 
-Input: a star catalogue (CSV with a header) with columns ``x_kpc, y_kpc, v_los_kms`` and optionally
-``v_err_kms`` — or ``R_kpc, v_los_kms`` for catalogues without position angles — relative to the galaxy centre;
-optionally a gas catalogue ``x_kpc, y_kpc, v_los_kms[, mass_msun]`` (e.g. pixels of an HI/Hα velocity map).
-The maps are made by the same code as the training mocks (``galmass.maps.observation_to_sample``).
+Input: a star catalogue (CSV, one or many galaxies; columns in :mod:`galmass.catalogue`), optionally a gas
+catalogue with the same galaxy names. The model is a trained run (``--run``) or a shipped one (default
+:data:`galmass.pretrained.DEFAULT`). The maps are made by the same code and with the same observer steps as the
+model's training data (``galmass.maps.observation_to_sample`` with its ``membership_clip`` and ``recentre``).
 
-A catalogue outside the training range gets a warning (mildly outside) or an error (far outside, or too few
-stars); ``--force`` turns those errors into warnings. Never a silent number.
+Uncertainties the catalogue carries are propagated, not ignored: the posterior pools ``--realisations``
+draws, each with its own distance (normal, ``distance_err_kpc``) and its own member list (each star kept with
+probability ``p_member``); the flow is sampled equally in each.
+
+Every galaxy is checked before any posterior is computed: too few stars, scalars (R_h, σ★, N★) outside the
+training range, a catalogue origin far from the stars' centre. Mild excursions are warnings recorded in
+``posterior.json``; far ones are errors for all galaxies at once (``--force`` turns them into recorded warnings).
+Outputs per galaxy ``OUT/<galaxy>/{posterior.json, samples.npz, profile.png}`` and ``OUT/summary.{csv,json}``.
 """
 
 from __future__ import annotations
@@ -15,190 +21,331 @@ import argparse
 import io
 import json
 import sys
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from galmass.maps import observation_to_sample
+from galmass.catalogue import Catalogue, CatalogueError, read_catalogues
+from galmass.datasets.schema import SCALAR_NAMES
+from galmass.maps import estimate_centre, observation_to_sample
 from galmass.metrics.estimators import ESTIMATORS, estimator_log_mass
-from galmass.models.io import load_trained
-from hpc.atomic import atomic_write_bytes, atomic_write_json
+from galmass.naming import slug
+from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["Catalogue", "read_catalogue", "check_range", "predict", "main", "MIN_STARS", "CatalogueError"]
+__all__ = ["CatalogueError", "check_range", "predict", "add_arguments", "main", "MIN_STARS"]
 
 MIN_STARS = 10
-"""Fewer observed stars than this give no meaningful dispersion: always an error."""
-WARN_DEX, ERROR_DEX = 0.0, 0.5
-"""Outside the training range by more than 0 dex → warning; by more than ERROR_DEX → error (unless --force)."""
-
-
-class CatalogueError(ValueError):
-    """A catalogue that cannot be used; the message names the file."""
+"""Fewer members than this give no meaningful dispersion: always an error."""
+ERROR_DEX = 0.5
+"""A scalar outside the training range by more than this [dex] is an error (unless --force); any excursion warns."""
+JOINT_WARN_SIGMA, JOINT_ERROR_SIGMA = 3.7, 6.0
+"""(log R_h, log σ★) this many Mahalanobis standard deviations from the training set: warning (99.9 % of a 2-D
+Gaussian lies within 3.7) / error (unless --force)."""
+CENTRE_WARN_RH, CENTRE_ERROR_RH = 0.25, 1.0
+"""Catalogue origin this far [R_h] from the stars' own centre: warning / error (the latter unless --force)."""
+SCALAR_LABELS = {"log10_rh_kpc": "log10 R_h [kpc]", "log10_sigma_stars_kms": "log10 σ★ [km/s]",
+                 "log10_vrms_gas_kms": "log10 v_rms,gas [km/s]", "log10_n_stars": "log10 N★"}
 
 
 @dataclass
-class Catalogue:
-    x_kpc: np.ndarray
-    y_kpc: np.ndarray
-    v_kms: np.ndarray
-    v_err_kms: np.ndarray
-    mass: np.ndarray | None = None
+class Target:
+    """One galaxy to predict: its catalogues, the nominal inputs and what the checks found."""
+
+    cat: Catalogue
+    gas: Catalogue | None
+    nominal: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
-def _read_csv(path: Path) -> dict[str, np.ndarray]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise CatalogueError(f"{path}: file not found") from None
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if len(lines) < 2:
-        raise CatalogueError(f"{path}: needs a header line and at least one row")
-    header = [h.strip() for h in lines[0].split(",")]
-    try:
-        rows = np.loadtxt(io.StringIO("\n".join(lines[1:])), delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as err:
-        raise CatalogueError(f"{path}: not a numeric CSV below the header ({err})") from None
-    if rows.shape[1] != len(header):
-        raise CatalogueError(f"{path}: header has {len(header)} columns, rows have {rows.shape[1]}")
-    bad = ~np.all(np.isfinite(rows), axis=1)
-    if bad.any():
-        raise CatalogueError(f"{path}: non-finite values in data rows {np.flatnonzero(bad)[:5] + 1} (1-based)")
-    return {h: rows[:, i] for i, h in enumerate(header)}
+def load_model(run: str | None, name: str | None) -> tuple[Any, Any, dict[str, Any], str]:
+    """(model, config, model-file metadata, description) of a trained run or a shipped model."""
+    if run is not None:
+        from galmass.models.io import load_trained
+
+        model, cfg, blob = load_trained(run)
+        return model, cfg, blob, f"run {run}"
+    from galmass.pretrained import DEFAULT, load_pretrained
+
+    model, cfg, blob = load_pretrained(name or DEFAULT)
+    return model, cfg, blob, f"shipped model '{name or DEFAULT}'"
 
 
-def read_catalogue(path: str | Path, kind: str = "stars", rng: np.random.Generator | None = None) -> Catalogue:
-    """Read a stars or gas CSV catalogue; raises CatalogueError naming the file and the missing columns."""
-    path = Path(path)
-    cols = _read_csv(path)
-    if "v_los_kms" not in cols:
-        raise CatalogueError(f"{path}: missing column 'v_los_kms' (have {sorted(cols)})")
-    n = len(cols["v_los_kms"])
-    if "x_kpc" in cols and "y_kpc" in cols:
-        x, y = cols["x_kpc"], cols["y_kpc"]
-    elif "R_kpc" in cols and kind == "stars":
-        # Without position angles the sky map is circularised: stars get uniform random angles. The phase-space
-        # image and all scalars are unaffected; say so.
-        warnings.warn(f"{path}: only R_kpc given; position angles drawn uniformly (circularised sky map)",
-                      stacklevel=2)
-        phi = (rng or np.random.default_rng(0)).uniform(0, 2 * np.pi, n)
-        x, y = cols["R_kpc"] * np.cos(phi), cols["R_kpc"] * np.sin(phi)
-    else:
-        need = "x_kpc, y_kpc (or R_kpc)" if kind == "stars" else "x_kpc, y_kpc"
-        raise CatalogueError(f"{path}: missing position columns {need} (have {sorted(cols)})")
-    if "v_err_kms" in cols:
-        err = cols["v_err_kms"]
-        if np.any(err < 0):
-            raise CatalogueError(f"{path}: negative v_err_kms")
-    else:
-        err = np.zeros(n)
-    mass = cols.get("mass_msun") if kind == "gas" else None
-    if mass is not None and np.any(mass < 0):
-        raise CatalogueError(f"{path}: negative mass_msun")
-    return Catalogue(x, y, cols["v_los_kms"], err, mass)
-
-
-def check_range(scalars: np.ndarray, normalisation: dict[str, Any], n_stars: int, force: bool,
-                need_gas: bool) -> list[str]:
-    """Compare a catalogue's scalars with the training range; return warnings, raise CatalogueError if far out."""
-    if n_stars < MIN_STARS:
-        raise CatalogueError(f"only {n_stars} stars: at least {MIN_STARS} are needed for a dispersion")
-    names = ["log10 R_h [kpc]", "log10 σ★ [km/s]", "log10 v_rms,gas [km/s]", "log10 N★"]
-    lo = np.array(normalisation["scalars"]["min"])
-    hi = np.array(normalisation["scalars"]["max"])
-    messages, errors = [], []
-    cols = [0, 1, 3] + ([2] if need_gas else [])
-    for c in cols:
-        out = max(lo[c] - scalars[c], scalars[c] - hi[c])
-        if out > WARN_DEX:
-            msg = (f"{names[c]} = {scalars[c]:.2f} lies {out:.2f} dex outside the training range "
-                   f"[{lo[c]:.2f}, {hi[c]:.2f}]")
-            (errors if out > ERROR_DEX else messages).append(msg)
-    if errors and not force:
-        raise CatalogueError("; ".join(errors) + ". The posterior would be an extrapolation. HINT: --force to "
-                             "predict anyway (with a warning), or train on a suite that covers this galaxy.")
-    return messages + errors
-
-
-def predict(run_dir: str | Path, stars: str | Path, gas: str | Path | None = None, out_dir: str | Path | None = None,
-            n_samples: int = 2000, seed: int = 0, force: bool = False) -> Path:
-    """Posterior of log10 M(<f R_h) for one observed galaxy; writes posterior.json and samples.npz."""
-    model, cfg, blob = load_trained(run_dir)
-    rng = np.random.default_rng(seed)
-    cat = read_catalogue(stars, "stars", rng)
-    gas_cat = read_catalogue(gas, "gas") if gas is not None else None
-    need_gas = "gas" in cfg.model.tracer
-    if need_gas and gas_cat is None:
-        raise CatalogueError(f"the run {run_dir} uses tracer mode '{cfg.model.tracer}': give a gas catalogue (--gas)")
-    dc = blob["data_config"]
+def _observe(cat: Catalogue, gas: Catalogue | None, dc: dict[str, Any], keep: np.ndarray, scale: float
+             ) -> dict[str, Any]:
+    """Model inputs of one realisation: the kept stars, positions scaled by ``scale`` (distance draw / nominal)."""
     gas_tuple = None
-    if gas_cat is not None:
-        gas_tuple = (gas_cat.x_kpc, gas_cat.y_kpc, gas_cat.v_kms,
-                     gas_cat.mass if gas_cat.mass is not None else np.ones_like(gas_cat.v_kms))
-    sample = observation_to_sample(cat.x_kpc, cat.y_kpc, cat.v_kms, cat.v_err_kms, gas_tuple,
-                                   npix=int(dc["npix"]), extent_rh=float(dc["extent_rh"]),
-                                   vmax_sigma=float(dc["vmax_sigma"]))
-    notes = check_range(np.asarray(sample["scalars"], dtype=np.float64), blob["normalisation"], len(cat.v_kms),
-                        force, need_gas)
-    if not np.any(cat.v_err_kms):
-        notes.append("no v_err_kms column: velocity errors taken as 0 (σ★ not error-corrected)")
-    for msg in notes:
-        warnings.warn(msg, stacklevel=2)
-    batch = {k: torch.as_tensor(np.asarray(sample[k])[None]) for k in model.input_keys}
-    torch.manual_seed(seed)
-    samples = model.sample(batch, n_samples)[:, 0].numpy().astype(np.float64)  # [S, 10]
-    factors = np.asarray(blob["radii_factors"], dtype=np.float64)
-    rh, sigma = float(sample["rh_kpc"]), float(sample["sigma_kms"])
+    if gas is not None:
+        gm = gas.mass if gas.mass is not None else np.ones_like(gas.v_kms)
+        gas_tuple = (gas.x_kpc * scale, gas.y_kpc * scale, gas.v_kms, gm)
+    return observation_to_sample(cat.x_kpc[keep] * scale, cat.y_kpc[keep] * scale, cat.v_kms[keep],
+                                 cat.v_err_kms[keep], gas_tuple, npix=int(dc["npix"]),
+                                 extent_rh=float(dc["extent_rh"]), vmax_sigma=float(dc["vmax_sigma"]),
+                                 gas_beam_fwhm_rh=float(dc.get("gas_beam_fwhm_rh", 0.0)),
+                                 membership_clip=float(dc.get("membership_clip", 0.0)),
+                                 recentre=bool(dc.get("recentre", False)))
+
+
+def check_range(scalars: np.ndarray, normalisation: dict[str, Any], need_gas: bool) -> tuple[list[str], list[str]]:
+    """(warnings, errors) for scalars outside the training range (min/max of the training set's scalars)."""
+    lo, hi = np.array(normalisation["scalars"]["min"]), np.array(normalisation["scalars"]["max"])
+    warn, err = [], []
+    for c, name in enumerate(SCALAR_NAMES):
+        if name == "log10_vrms_gas_kms" and not need_gas:
+            continue
+        out = max(lo[c] - scalars[c], scalars[c] - hi[c])
+        if out > 0:
+            msg = (f"{SCALAR_LABELS[name]} = {scalars[c]:.2f} lies {out:.2f} dex outside the training range "
+                   f"[{lo[c]:.2f}, {hi[c]:.2f}]")
+            (err if out > ERROR_DEX else warn).append(msg)
+    return warn, err
+
+
+def joint_distance(scalars: np.ndarray, normalisation: dict[str, Any]) -> float | None:
+    """Mahalanobis distance of (log10 R_h, log10 σ★) from the training set (None if the model lacks the stats).
+
+    R_h and σ★ are correlated in any galaxy population (mass-size relation), so a catalogue can sit inside both
+    marginal ranges and still be unlike every training galaxy, e.g. positions in degrees labelled kpc.
+    """
+    st = normalisation["scalars"]
+    if "corr" not in st:
+        return None
+    idx = [SCALAR_NAMES.index("log10_rh_kpc"), SCALAR_NAMES.index("log10_sigma_stars_kms")]
+    std = np.array(st["std"])[idx]
+    cov = np.array(st["corr"])[np.ix_(idx, idx)] * np.outer(std, std)
+    d = np.asarray(scalars, np.float64)[idx] - np.array(st["mean"])[idx]
+    return float(np.sqrt(d @ np.linalg.solve(cov, d)))
+
+
+def _check(t: Target, blob: dict[str, Any], need_gas: bool) -> None:
+    """Fill the target's warnings and errors (every check, so that one message lists all problems)."""
+    dc, s = blob["data_config"], t.nominal
+    n = int(s["n_members"])
+    if n < MIN_STARS:
+        t.errors.append(f"only {n} member stars: at least {MIN_STARS} are needed for a dispersion")
+        return
+    warn, err = check_range(np.asarray(s["scalars"], np.float64), blob["normalisation"], need_gas)
+    t.warnings += warn
+    t.errors += [e + " (the posterior would be an extrapolation)" for e in err]
+    dist = joint_distance(np.asarray(s["scalars"]), blob["normalisation"])
+    if dist is not None and dist > JOINT_WARN_SIGMA:
+        msg = (f"R_h = {s['rh_kpc']:.3g} kpc and σ★ = {s['sigma_kms']:.3g} km/s together lie {dist:.1f} standard "
+               "deviations from the training galaxies (Mahalanobis); check the position and velocity units")
+        (t.errors if dist > JOINT_ERROR_SIGMA else t.warnings).append(msg)
+    lo_n, hi_n = dc.get("n_stars", [MIN_STARS, np.inf])
+    if not lo_n <= n <= hi_n:
+        t.warnings.append(f"{n} member stars; the model was trained on {lo_n}–{hi_n}")
+    m = s["members"]
+    cx, cy = estimate_centre(t.cat.x_kpc[m], t.cat.y_kpc[m])
+    off = float(np.hypot(cx, cy)) / float(s["rh_kpc"])
+    recentred = bool(dc.get("recentre", False))
+    msg = (f"the catalogue origin is {off:.2f} R_h from the stars' own centre"
+           + (" (the model recentres on the stars, as in training)" if recentred else ""))
+    if off > CENTRE_ERROR_RH and not recentred:
+        t.errors.append(msg + ". HINT: give positions relative to the galaxy centre")
+    elif off > CENTRE_WARN_RH:
+        t.warnings.append(msg)
+    if need_gas and t.gas is None:
+        t.errors.append("the model uses gas: give a gas catalogue (--gas) with this galaxy")
+
+
+def _realisations(t: Target, dc: dict[str, Any], k: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """K inputs, each with a distance draw and a membership draw (the nominal one when neither is uncertain)."""
+    cat = t.cat
+    uncertain = cat.distance_err_kpc > 0 or np.any((cat.p_member > 0) & (cat.p_member < 1))
+    if not uncertain:
+        return [t.nominal]
+    out = []
+    for _ in range(k):
+        scale = 1.0
+        if cat.distance_kpc and cat.distance_err_kpc > 0:
+            scale = max(rng.normal(cat.distance_kpc, cat.distance_err_kpc), 0.5 * cat.distance_kpc) / cat.distance_kpc
+        keep = rng.random(cat.v_kms.size) < cat.p_member
+        if np.count_nonzero(keep) < MIN_STARS:  # a draw too poor to observe: keep the likely members instead
+            keep = cat.p_member >= 0.5
+        out.append(_observe(cat, t.gas, dc, keep, scale))
+    return out
+
+
+def _posterior(model: Any, inputs: list[dict[str, Any]], n_samples: int) -> np.ndarray:
+    """Pooled flow samples [n_samples, 10] over the realisations (equal share each)."""
+    import torch  # here, not at module level: `galmass --help` should not pay for importing torch
+
+    batch = {key: torch.as_tensor(np.stack([np.asarray(s[key]) for s in inputs])) for key in model.input_keys}
+    per = -(-n_samples // len(inputs))
+    with torch.no_grad():
+        draws = model.sample(batch, per)  # [per, K, 10]
+    return draws.permute(1, 0, 2).reshape(-1, draws.shape[-1])[:n_samples].numpy().astype(np.float64)
+
+
+def _result(t: Target, samples: np.ndarray, factors: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+    s, cat = t.nominal, t.cat
+    rh, sigma = float(s["rh_kpc"]), float(s["sigma_kms"])
     q16, q50, q84 = np.percentile(samples, [16, 50, 84], axis=0)
-    result = {
-        "run": str(run_dir), "stars": str(stars), "gas": str(gas) if gas else None, "tracer": cfg.model.tracer,
-        "n_stars": int(len(cat.v_kms)), "rh_kpc": rh, "sigma_los_kms": sigma, "seed": seed, "samples": n_samples,
-        "warnings": notes,
+    return {
+        **meta, "galaxy": cat.name, "n_stars_catalogue": int(cat.v_kms.size), "n_members": int(s["n_members"]),
+        "rh_kpc": rh, "sigma_los_kms": sigma, "v_sys_kms": float(s["v_sys_kms"]),
+        "centre_offset_kpc": [float(s["centre_x_kpc"]), float(s["centre_y_kpc"])],
+        "distance_kpc": cat.distance_kpc, "distance_err_kpc": cat.distance_err_kpc,
+        "catalogue_notes": cat.notes, "warnings": t.warnings, "forced_errors": t.errors,
         "radii_factors": factors.tolist(), "radii_kpc": (factors * rh).tolist(),
         "log10_mass_median": q50.tolist(), "log10_mass_p16": q16.tolist(), "log10_mass_p84": q84.tolist(),
-        "mass_median_msun": (10 ** q50).tolist(), "mass_p16_msun": (10 ** q16).tolist(),
-        "mass_p84_msun": (10 ** q84).tolist(),
         "estimators": {e.name: {"radius_kpc": e.radius_factor * rh,
                                 "log10_mass": float(estimator_log_mass(e, sigma, rh)), "note": e.note}
                        for e in ESTIMATORS},
     }
-    out = Path(out_dir) if out_dir else Path(f"predict-{Path(stars).stem}")
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def _plot(path: Path, res: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = np.array(res["radii_kpc"])
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    ax.fill_between(r, res["log10_mass_p16"], res["log10_mass_p84"], alpha=0.3, label="galmass 68 %")
+    ax.plot(r, res["log10_mass_median"], lw=2, label="galmass median")
+    for name, e in res["estimators"].items():
+        ax.plot(e["radius_kpc"], e["log10_mass"], "o", ms=4, label=name)
+    ax.set(xlabel="r [kpc]", ylabel="log10 M(<r) [Msun]", title=f"{res['galaxy']}  (N★ = {res['n_members']})")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
     buf = io.BytesIO()
-    np.savez_compressed(buf, log10_mass_samples=samples, radii_kpc=factors * rh, radii_factors=factors)
-    atomic_write_bytes(out / "samples.npz", buf.getvalue())
-    atomic_write_json(out / "posterior.json", result)
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _targets(args: argparse.Namespace, dc: dict[str, Any], need_gas: bool, blob: dict[str, Any]) -> list[Target]:
+    centre = (args.centre_ra_deg, args.centre_dec_deg) if args.centre_ra_deg is not None else None
+    rng = np.random.default_rng(args.seed)
+    stars = read_catalogues(args.stars, "stars", args.distance_kpc, args.distance_err_kpc, centre, rng)
+    gas = read_catalogues(args.gas, "gas", args.distance_kpc, args.distance_err_kpc, centre) if args.gas else {}
+    extra = sorted(set(gas) - set(stars))
+    if extra:
+        raise CatalogueError(f"{args.gas}: galaxies {extra} have gas but no stars in {args.stars}")
+    targets = []
+    for name, cat in stars.items():
+        t = Target(cat, gas.get(name) if gas else None, {})
+        try:
+            t.nominal = _observe(cat, t.gas, dc, cat.p_member >= 0.5, 1.0)
+        except ValueError as err:
+            t.errors.append(str(err))
+        else:
+            _check(t, blob, need_gas)
+        targets.append(t)
+    return targets
+
+
+def predict(args: argparse.Namespace) -> Path:
+    """Check every galaxy, then write one posterior per galaxy and the summary; returns the output directory."""
+    model, cfg, blob, described = load_model(args.run, args.model)
+    dc, need_gas = blob["data_config"], "gas" in cfg.model.tracer
+    targets = _targets(args, dc, need_gas, blob)
+    bad = [f"  {t.cat.name}: " + "; ".join(t.errors) for t in targets if t.errors]
+    if bad and (not args.force or any(not t.nominal for t in targets)):
+        raise CatalogueError("cannot predict (nothing written):\n" + "\n".join(bad)
+                             + "\nHINT: fix the catalogue, or --force to predict anyway (recorded in posterior.json)")
+    out = Path(args.out) if args.out else Path(f"predict-{Path(args.stars).stem}")
+    factors = np.asarray(blob["radii_factors"], dtype=np.float64)
+    meta = {"model": described, "stars": str(args.stars), "gas": args.gas, "tracer": cfg.model.tracer,
+            "seed": args.seed, "samples": args.samples, "realisations": args.realisations}
+    rows = []
+    for i, t in enumerate(targets):
+        rng = np.random.default_rng([args.seed, i])
+        _seed_torch(args.seed + i)
+        samples = _posterior(model, _realisations(t, dc, args.realisations, rng), args.samples)
+        res = _result(t, samples, factors, meta)
+        gdir = out / slug(t.cat.name)
+        gdir.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, log10_mass_samples=samples, radii_kpc=factors * res["rh_kpc"], radii_factors=factors)
+        atomic_write_bytes(gdir / "samples.npz", buf.getvalue())
+        atomic_write_json(gdir / "posterior.json", res)
+        if not args.no_plot:
+            _plot(gdir / "profile.png", res)
+        rows.append(res)
+    _write_summary(out, rows)
     return out
+
+
+def _seed_torch(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _write_summary(out: Path, rows: list[dict[str, Any]]) -> None:
+    keys = ("galaxy", "n_members", "rh_kpc", "sigma_los_kms")
+    factors = rows[0]["radii_factors"]
+    head = list(keys) + [f"log10M_{q}_{f:g}Rh" for f in factors for q in ("p16", "p50", "p84")] + ["n_warnings"]
+    lines = [",".join(head)]
+    for r in rows:
+        vals = [str(r[k]) if k == "galaxy" else f"{r[k]:.6g}" for k in keys]
+        for i in range(len(factors)):
+            vals += [f"{r[q][i]:.4f}" for q in ("log10_mass_p16", "log10_mass_median", "log10_mass_p84")]
+        lines.append(",".join(vals + [str(len(r["warnings"]) + len(r["forced_errors"]))]))
+    atomic_write_text(out / "summary.csv", "\n".join(lines) + "\n")
+    atomic_write_json(out / "summary.json", {"galaxies": [r["galaxy"] for r in rows], "results": rows})
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The predict options (one home for ``galmass predict`` and ``python -m galmass.predict``)."""
+    p.add_argument("--stars", required=True, help="star catalogue CSV (columns: see galmass.catalogue)")
+    p.add_argument("--run", default=None, help="trained run directory (default: a shipped model)")
+    p.add_argument("--model", default=None, help="name of a shipped model (default: stars)")
+    p.add_argument("--gas", default=None, help="gas catalogue CSV (x_kpc,y_kpc,v_los_kms[,mass_msun][,galaxy])")
+    p.add_argument("--distance-kpc", type=float, default=None, help="distance for ra_deg/dec_deg catalogues [kpc]")
+    p.add_argument("--distance-err-kpc", type=float, default=0.0, help="its 1-sigma error [kpc]")
+    p.add_argument("--centre-ra-deg", type=float, default=None, help="projection centre (default: stars' median)")
+    p.add_argument("--centre-dec-deg", type=float, default=None)
+    p.add_argument("--out", default=None, help="output directory (default ./predict-STEM)")
+    p.add_argument("--samples", type=int, default=2000, help="posterior samples per galaxy")
+    p.add_argument("--realisations", type=int, default=16, help="distance/membership draws pooled per galaxy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plot", action="store_true", help="skip profile.png")
+    p.add_argument("--force", action="store_true", help="predict outside the training range (recorded)")
+
+
+def _validate_args(args: argparse.Namespace) -> None:
+    if args.run and args.model:
+        raise CatalogueError("give --run (a trained run) or --model (a shipped model), not both")
+    if args.samples < 1 or args.realisations < 1:
+        raise CatalogueError(f"--samples and --realisations must be >= 1, got {args.samples}, {args.realisations}")
+    if (args.centre_ra_deg is None) != (args.centre_dec_deg is None):
+        raise CatalogueError("give both --centre-ra-deg and --centre-dec-deg, or neither")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict and print a short table per galaxy; user errors are raised for the CLI to report."""
+    _validate_args(args)
+    out = predict(args)
+    for res in json.loads((out / "summary.json").read_text())["results"]:
+        print(f"[galmass] {res['galaxy']}: N★={res['n_members']}  R_h={res['rh_kpc']:.3f} kpc  "
+              f"σ_los={res['sigma_los_kms']:.2f} km/s")
+        for r, f, a, b, c in zip(res["radii_kpc"], res["radii_factors"], res["log10_mass_p16"],
+                                 res["log10_mass_median"], res["log10_mass_p84"]):
+            print(f"   M(<{r:.3f} kpc = {f:.1f} R_h): log10 M = {b:.2f} (+{c - b:.2f} / -{b - a:.2f})")
+        for note in res["catalogue_notes"]:
+            print(f"   note: {note}", file=sys.stderr)
+        for w in res["warnings"] + res["forced_errors"]:
+            print(f"   warning: {w}", file=sys.stderr)
+    print(f"[galmass] wrote {out}/summary.csv, summary.json and one directory per galaxy")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="galmass predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="trained run directory")
-    parser.add_argument("--stars", required=True, help="CSV: x_kpc,y_kpc,v_los_kms[,v_err_kms] or R_kpc,v_los_kms")
-    parser.add_argument("--gas", default=None, help="CSV: x_kpc,y_kpc,v_los_kms[,mass_msun]")
-    parser.add_argument("--out", default=None, help="output directory (default ./predict-STEM)")
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--force", action="store_true", help="predict outside the training range (warns)")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        out = predict(args.run, args.stars, args.gas, args.out, args.samples, args.seed, args.force)
+        return run(args)
     except (CatalogueError, FileNotFoundError) as err:
         print(f"galmass predict: error: {err}", file=sys.stderr)
         return 2
-    res = json.loads((out / "posterior.json").read_text())
-    print(f"[galmass] N★={res['n_stars']}  R_h={res['rh_kpc']:.3f} kpc  σ_los={res['sigma_los_kms']:.2f} km/s")
-    print(f"{'r [kpc]':>9} {'r/R_h':>6} {'M_16% [Msun]':>13} {'M_50%':>11} {'M_84%':>11}")
-    for r, f, a, b, c in zip(res["radii_kpc"], res["radii_factors"], res["mass_p16_msun"], res["mass_median_msun"],
-                             res["mass_p84_msun"]):
-        print(f"{r:9.3f} {f:6.1f} {a:13.3e} {b:11.3e} {c:11.3e}")
-    for name, e in res["estimators"].items():
-        print(f"  {name:<18} M(<{e['radius_kpc']:.3f} kpc) = {10 ** e['log10_mass']:.3e} Msun")
-    print(f"[galmass] wrote {out}/posterior.json and samples.npz")
-    return 0
 
 
 if __name__ == "__main__":

@@ -108,5 +108,18 @@ def wait_for_file(path: Path, timeout: float = 180, poll: float = 0.1) -> None:
     t0 = time.monotonic()
     while not path.exists():
         if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"{path} did not appear in {timeout} s")
+            raise AssertionError(f"{path} did not appear in {timeout} s\n{queue_diagnostics()}")
         time.sleep(poll)
+
+
+def queue_diagnostics() -> str:
+    """The queue and the recent jobs' states and reasons: what a timeout message needs to be read on CI."""
+    out = []
+    for cmd in (["squeue", "-a", "-o", "%i %j %T %r %M %C %m"],
+                ["sacct", "-X", "-n", "-o", "JobID,JobName,State,ExitCode,Elapsed,Reason%30", "-S", "now-1hour"]):
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            out.append(f"$ {' '.join(cmd)}\n{res.stdout}{res.stderr}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            out.append(f"$ {' '.join(cmd)}: {exc}")
+    return "\n".join(out)

@@ -48,17 +48,17 @@ def test_evaluate_and_report(trained, tmp_path):
     assert "gas+stars" in text and any(p.suffix == ".png" for p in report.parent.iterdir())
 
 
-def _catalogue(tmp_path: Path, n: int, scale: float = 1.0, columns: str = "xy") -> Path:
+def _catalogue(tmp_path: Path, n: int, scale: float = 1.0, columns: str = "xy", seed: int = 11) -> Path:
     from galmass.mocks.galaxy import draw_galaxy, sample_stars
     from galmass.mocks.projection import project
     from galmass.mocks.suites import load_feedback, load_suite
 
     rng = np.random.default_rng(5)
-    gal = draw_galaxy(load_suite("compact"), load_feedback("cusp"), 11)
+    gal = draw_galaxy(load_suite("compact"), load_feedback("cusp"), seed)
     pos, vel = sample_stars(gal, n, rng)
     x, y, v = project(pos, vel, np.array([0.0, 0.0, 1.0]), 0.3)
     v = (v + rng.normal(0, 2.0, n)) * scale
-    path = tmp_path / f"stars_{n}_{columns}.csv"
+    path = tmp_path / f"stars_{n}_{columns}_{seed}.csv"
     if columns == "xy":
         rows = np.column_stack([x, y, v, np.full(n, 2.0)])
         header = "x_kpc,y_kpc,v_los_kms,v_err_kms"
@@ -69,47 +69,96 @@ def _catalogue(tmp_path: Path, n: int, scale: float = 1.0, columns: str = "xy") 
     return path
 
 
+def _posterior(out: Path, cat: Path) -> dict:
+    return json.loads((out / cat.stem / "posterior.json").read_text())
+
+
 def test_predict_on_a_catalogue(trained, tmp_path):
     cat = _catalogue(tmp_path, 120)
     out = run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(cat), "--samples", "300",
                              "--out", str(tmp_path / "p")])
-    assert "Wolf2010" in out.stdout
-    post = json.loads((tmp_path / "p" / "posterior.json").read_text())
+    assert "M(<" in out.stdout
+    post = _posterior(tmp_path / "p", cat)
+    assert "Wolf2010" in post["estimators"] and (tmp_path / "p" / cat.stem / "profile.png").stat().st_size > 1000
     data = np.loadtxt(cat, delimiter=",", skiprows=1)
-    rh = np.median(np.hypot(data[:, 0], data[:, 1]))
-    np.testing.assert_allclose(post["radii_kpc"], np.array(post["radii_factors"]) * rh, rtol=1e-9)
+    # R_h of the members about the stars' own centre (the tiny model's data recentre, as an observer does)
+    centre = np.array(post["centre_offset_kpc"])
+    rh = np.median(np.hypot(data[:, 0] - centre[0], data[:, 1] - centre[1]))
+    assert post["n_members"] <= 120
+    if post["n_members"] == 120:
+        np.testing.assert_allclose(post["radii_kpc"], np.array(post["radii_factors"]) * rh, rtol=1e-9)
     assert np.all(np.array(post["log10_mass_p16"]) <= np.array(post["log10_mass_median"]))
     assert np.all(np.array(post["log10_mass_median"]) <= np.array(post["log10_mass_p84"]))
-    samples = np.load(tmp_path / "p" / "samples.npz")["log10_mass_samples"]
+    samples = np.load(tmp_path / "p" / cat.stem / "samples.npz")["log10_mass_samples"]
     assert samples.shape == (300, 10)
     # same seed → same answer
     run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(cat), "--samples", "300",
                        "--out", str(tmp_path / "p2")])
-    assert np.array_equal(samples, np.load(tmp_path / "p2" / "samples.npz")["log10_mass_samples"])
+    assert np.array_equal(samples, np.load(tmp_path / "p2" / cat.stem / "samples.npz")["log10_mass_samples"])
+
+
+def test_predict_many_galaxies_on_the_sky_with_uncertain_distance_and_membership(trained, tmp_path):
+    """One file, two galaxies in RA/Dec with a distance error and membership probabilities: both propagated."""
+    from galmass.catalogue import tangent_plane_kpc
+
+    rows, d_kpc = [], 80.0
+    for name, seed in (("Draco-like", 11), ("Sextans-like", 12)):
+        data = np.loadtxt(_catalogue(tmp_path, 150, seed=seed), delimiter=",", skiprows=1)
+        # small-angle sky positions about (RA, Dec) = (260, 57) deg; the reader projects them back exactly
+        dec = 57.0 + np.degrees(data[:, 1] / d_kpc)
+        ra = 260.0 + np.degrees(data[:, 0] / d_kpc) / np.cos(np.radians(57.0))
+        p = np.where(np.arange(len(data)) % 5 == 0, 0.5, 1.0)
+        rows += [f"{name},{a:.8f},{b:.8f},{v:.4f},2.0,{q}" for a, b, v, q in zip(ra, dec, data[:, 2], p)]
+    cat = tmp_path / "field.csv"
+    cat.write_text("galaxy,ra_deg,dec_deg,v_los_kms,v_err_kms,p_member\n" + "\n".join(rows) + "\n")
+    base = GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(cat), "--samples", "400"]
+    bad = run_cmd(base, check=False)
+    assert bad.returncode == 2 and "need a distance" in bad.stderr and "field.csv" in bad.stderr
+    out = tmp_path / "sky"
+    run_cmd(base + ["--distance-kpc", str(d_kpc), "--distance-err-kpc", "8", "--out", str(out)])
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("galaxy,n_members") and [r.split(",")[0] for r in summary[1:]] == \
+        ["Draco-like", "Sextans-like"]
+    post = json.loads((out / "Draco-like" / "posterior.json").read_text())
+    assert post["realisations"] == 16 and post["distance_err_kpc"] == 8.0
+    # Without the distance error and with certain members the posterior is narrower (uncertainty propagated).
+    certain = tmp_path / "certain.csv"
+    certain.write_text("\n".join(ln.rsplit(",", 1)[0] for ln in cat.read_text().splitlines()) + "\n")
+    run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(certain), "--samples", "400",
+                       "--distance-kpc", str(d_kpc), "--out", str(tmp_path / "certain")])
+    sharp = json.loads((tmp_path / "certain" / "Draco-like" / "posterior.json").read_text())
+    width = np.subtract(post["log10_mass_p84"], post["log10_mass_p16"]).mean()
+    assert width > np.subtract(sharp["log10_mass_p84"], sharp["log10_mass_p16"]).mean()
+    x, _ = tangent_plane_kpc(np.array([260.0 + 1.0]), np.array([0.0]), 260.0, 0.0, d_kpc)
+    np.testing.assert_allclose(x, np.tan(np.radians(1.0)) * d_kpc, rtol=1e-12)
 
 
 def test_predict_refuses_bad_catalogues(trained, tmp_path):
     few = _catalogue(tmp_path, 6)
     bad = run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(few)], check=False)
-    assert bad.returncode == 2 and "only 6 stars" in bad.stderr
+    assert bad.returncode == 2 and "only 6 member stars" in bad.stderr
 
     hot = _catalogue(tmp_path, 120, scale=30.0)  # σ far above anything in training
     bad = run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(hot)], check=False)
     assert bad.returncode == 2 and "outside the training range" in bad.stderr and "σ" in bad.stderr
+    assert "nothing written" in bad.stderr and not Path(f"predict-{hot.stem}").exists()
     forced = run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(hot), "--force",
                                 "--out", str(tmp_path / "forced")])
     assert "outside the training range" in forced.stderr  # a warning, never a silent number
-    assert json.loads((tmp_path / "forced" / "posterior.json").read_text())["warnings"]
+    assert _posterior(tmp_path / "forced", hot)["forced_errors"]
 
     radial = _catalogue(tmp_path, 120, columns="R")
     ok = run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(radial), "--out",
                             str(tmp_path / "radial")])
     assert "circularised" in ok.stderr
 
-    broken = tmp_path / "broken.csv"
-    broken.write_text("x_kpc,v_los_kms\n0.1,3\n")
-    bad = run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(broken)], check=False)
-    assert bad.returncode == 2 and "broken.csv" in bad.stderr and "y_kpc" in bad.stderr
+    for text, expect in (("x_kpc,v_los_kms\n0.1,3\n", "y_kpc"),
+                         ("x_kpc,y_kpc,v_los_kms,verr\n0.1,0.2,3,1\n", "unknown column(s) ['verr']"),
+                         ("x_kpc,y_kpc,v_los_kms,p_member\n0.1,0.2,3,80\n", "p_member")):
+        broken = tmp_path / "broken.csv"
+        broken.write_text(text)
+        bad = run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(broken)], check=False)
+        assert bad.returncode == 2 and "broken.csv" in bad.stderr and expect in bad.stderr, bad.stderr
 
     gas_needed = run_cmd(GALMASS + ["predict", "--run", str(trained["gas+stars"]), "--stars", str(radial)],
                          check=False)

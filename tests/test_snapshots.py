@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import h5py
@@ -88,7 +89,16 @@ def test_particles_match_analytic_profiles(galaxy):
     tol = np.maximum(0.02, 3 / np.sqrt(counts))
     np.testing.assert_array_less(np.abs(m_particles / galaxy.dm_mass(radii) - 1), tol)
     assert m_particles.sum() > 0 and parts[1].mass.sum() == pytest.approx(galaxy.dm_mass(galaxy.r200), rel=1e-12)
-    # Stellar surface density in annuli (projection along z) vs the Plummer formula integrated over each annulus.
+    # 3-D star counts of the galaxy's own two-power light profile against its analytic enclosed fraction.
+    r_star = np.linalg.norm(parts[4].pos, axis=1)
+    r_test = galaxy.tracer.rh * np.array([0.3, 1.0, 3.0])
+    got = np.array([np.count_nonzero(r_star < x) for x in r_test]) / len(r_star)
+    np.testing.assert_allclose(got, galaxy.tracer.fraction(r_test), atol=4 / np.sqrt(len(r_star)))
+    # Stellar surface density in annuli (projection along z) vs the Plummer formula integrated over each annulus,
+    # on the same galaxy with Plummer light (an independent closed form).
+    galaxy = dataclasses.replace(galaxy, light_beta=5.0, light_gamma=0.0)
+    parts = galaxy_particles(galaxy, np.random.default_rng(3), n_stars=100_000, n_gas=100, n_dm=1000, n_wind=0,
+                             n_lowres=0)
     pos = parts[4].pos
     R = np.hypot(pos[:, 0], pos[:, 1])
     edges = galaxy.a * np.array([0.1, 0.3, 0.6, 1.0, 1.5, 2.5])

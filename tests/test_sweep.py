@@ -297,7 +297,8 @@ def test_slurm_sweep_requeue_and_relaunch(slurm, tmp_path):
 
     # Interrupt cell 0 after its first epoch, as SLURM does before a time limit (timeout-style USR2).
     cell, task = plan.cells[0], sub["train"][0]
-    wait_for_file(Path(cell.run_dir) / "checkpoints" / "ckpt-000000.pt", timeout=150)
+    # The dataset jobs run first (two suites); a loaded 2-core CI machine needs minutes for them.
+    wait_for_file(Path(cell.run_dir) / "checkpoints" / "ckpt-000000.pt", timeout=420)
     assert not (Path(cell.run_dir) / "done.json").exists()
     # scancel retries for ~90 s when the job is already being requeued ("can not be altered now"): the signal
     # was delivered by then, so do not wait for it.

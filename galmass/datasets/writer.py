@@ -117,13 +117,16 @@ def normalisation_stats(directory: Path, entries: list[dict[str, Any]], split: s
     def stats(a: np.ndarray, corr: bool = False) -> dict[str, Any]:
         out = {"mean": a.mean(0).tolist(), "std": np.maximum(a.std(0), 1e-6).tolist(),
                "min": a.min(0).tolist(), "max": a.max(0).tolist()}
-        if corr:  # the correlation matrix (label whitening, see galmass.models.network)
-            out["corr"] = (np.corrcoef(a.T) if len(a) > 1 else np.eye(a.shape[1])).tolist()
+        if corr:  # the correlation matrix (label whitening; the joint range check of galmass.predict)
+            c = np.corrcoef(a.T) if len(a) > 1 else np.eye(a.shape[1])
+            c = np.nan_to_num(c, nan=0.0)  # a constant column (no gas in the data) correlates with nothing
+            np.fill_diagonal(c, 1.0)
+            out["corr"] = c.tolist()
         return out
 
     summaries = np.concatenate([_read_split(directory, e, "summary_stars") for e in entries if e["split"] == split])
     return {
-        "scalars": stats(s),
+        "scalars": stats(s, corr=True),
         "summary_stars": stats(summaries),
         "y_stars": stats(y - (2 * s[:, [scalar_index("log10_sigma_stars_kms")]] + rh - log_g), corr=True),
         "y_gas": stats(y - (2 * s[:, [scalar_index("log10_vrms_gas_kms")]] + rh - log_g), corr=True),
