@@ -13,7 +13,7 @@ BIN    := $(VENV)/bin
 $(BIN)/galmass: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(if $(TORCH),$(BIN)/pip install -q "$(TORCH)")
+	$(if $(TORCH),$(BIN)/pip install -q $(TORCH))
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
 

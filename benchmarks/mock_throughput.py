@@ -3,7 +3,8 @@
 Usage:  python benchmarks/mock_throughput.py [--galaxies-per-cell 2] [--workers 1,2]
 
 Generates the default map format (64x64, 64 projections, star pool 20000, 2000 gas cells) for 3 suites x 4
-feedback models under benchmarks/_work/mock_throughput/ with each worker count, plus one run with stars_mean 1000,
+feedback models under benchmarks/_work/mock_throughput/ with each worker count (N★ log-uniform in the default
+data.n_stars range, binaries and contamination as in configs/production.yaml), plus one run at a fixed N★ = 3000,
 timing the whole `generate_dataset` call (drawing, Jeans solve, sampling, projections, maps, HDF5 writing,
 checksums, manifest). Writes benchmarks/results/mock_throughput.md with the machine named.
 """
@@ -20,7 +21,7 @@ from galmass.config import DataConfig  # noqa: E402
 from galmass.mocks.generate import generate_dataset  # noqa: E402
 
 SUITES = ["compact", "median", "extended"]
-FEEDBACKS = ["cusp", "mild_core", "core", "dc14"]
+FEEDBACKS = ["cusp", "mild_core", "core", "dc14", "zhao"]
 
 
 def main() -> None:
@@ -30,19 +31,21 @@ def main() -> None:
     args = parser.parse_args()
     work = ROOT / "benchmarks" / "_work" / "mock_throughput"
     rows = []
-    runs = [(int(w), 100.0) for w in args.workers.split(",")] + [(1, 1000.0)]
-    for workers, stars_mean in runs:
-        path = work / f"w{workers}-s{int(stars_mean)}"
+    default = tuple(DataConfig().n_stars)
+    runs = [(int(w), default) for w in args.workers.split(",")] + [(1, (3000, 3000))]
+    for workers, n_stars in runs:
+        path = work / f"w{workers}-n{n_stars[0]}-{n_stars[1]}"
         shutil.rmtree(path, ignore_errors=True)
         # val/test fractions 0 keep every galaxy (a benchmark needs no split).
         cfg = DataConfig(path=str(path), suites=SUITES, feedbacks=FEEDBACKS,
                          galaxies_per_cell=args.galaxies_per_cell, val_fraction=0.0, test_fraction=0.0,
-                         stars_mean=stars_mean, shard_size=64)
+                         n_stars=list(n_stars), binary_fraction=0.3, contamination_fraction=0.05,
+                         shard_size=64)
         t0 = time.perf_counter()
         generate_dataset(cfg, workers=workers, progress=False)
         dt = time.perf_counter() - t0
         n_maps = len(SUITES) * len(FEEDBACKS) * args.galaxies_per_cell * cfg.projections
-        rows.append((workers, stars_mean, n_maps, dt, n_maps / dt, n_maps / dt / workers))
+        rows.append((workers, f"{n_stars[0]}–{n_stars[1]}", n_maps, dt, n_maps / dt, n_maps / dt / workers))
         shutil.rmtree(path, ignore_errors=True)
     lines = [
         "# Mock generation throughput (`galmass mock`)",
@@ -54,11 +57,11 @@ def main() -> None:
         f"{len(FEEDBACKS)} feedback models x {args.galaxies_per_cell} galaxies. Wall time of the whole "
         "`generate_dataset` call (drawing, Jeans solve, sampling, projections, maps, HDF5, checksums, manifest).",
         "",
-        "| worker processes | stars_mean | samples (maps) | wall s | samples/s | samples/s per core |",
+        "| worker processes | N★ per projection | samples (maps) | wall s | samples/s | samples/s per core |",
         "|---|---|---|---|---|---|",
     ]
     for w, s, n, dt, rate, per in rows:
-        lines.append(f"| {w} | {s:g} | {n} | {dt:.1f} | {rate:.1f} | {per:.1f} |")
+        lines.append(f"| {w} | {s} | {n} | {dt:.1f} | {rate:.1f} | {per:.1f} |")
     lines += ["", "One sample = one projection: stars and gas sky maps (4 channels each) and phase-space maps.",
               "Reproduce: `python benchmarks/mock_throughput.py`."]
     text = "\n".join(lines) + "\n"

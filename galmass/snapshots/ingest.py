@@ -11,7 +11,7 @@ Steps (Gadget-4 / Arepo / GIZMO HDF5 conventions, Springel et al. 2021; Weinberg
    beyond R200 are dropped; stars with formation time <= 0 (wind particles) are not stars;
 5. truth: M(<r) of all particle types (:class:`galmass.snapshots.centring.EnclosedMass`) on the shared log-r grid;
 6. observe with the mocks' own code (:func:`galmass.mocks.observe.observe_particles`, cfg.projections lines of
-   sight, Poisson(cfg.stars_mean) stars each drawn from the star particles, errors, contamination, gas beam) and
+   sight, log-uniform in data.n_stars stars each drawn from the star particles, errors, contamination, gas beam) and
    write one shard (split 'test') plus a manifest that :func:`galmass.datasets.reader.load_manifest` validates.
 
 Star particles are drawn with equal probability (number-weighted, like the equal-mass mock stars), not weighted by
@@ -142,7 +142,7 @@ def ingest_snapshot(
     out : str or Path
         Output dataset directory (must not hold a dataset yet).
     cfg : DataConfig
-        Observation and map settings (projections, stars_mean, v_err_kms, npix, extent_rh, vmax_sigma,
+        Observation and map settings (projections, n_stars, v_err_kms, npix, extent_rh, vmax_sigma,
         contamination, gas beam, dtype, seed). Mock-population keys (suites, star_pool, ...) are ignored.
     centre : (x, y, z), optional
         Halo centre in the snapshot's coordinate units (ckpc/h); default: shrinking spheres.
