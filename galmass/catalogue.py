@@ -189,13 +189,46 @@ def read_catalogues(path: str | Path, kind: str = "stars", distance_kpc: float |
     Raises CatalogueError naming the file, galaxy and column, with what to do, for anything it cannot use.
     """
     path = Path(path)
+    if path.is_dir():
+        return _read_directory(path, kind, distance_kpc, distance_err_kpc, centre_deg, rng)
     header, rows = _read_rows(path)
     cols = _columns(path, header, rows)
     rng = rng or np.random.default_rng(0)
     names = list(dict.fromkeys(cols["galaxy"])) if "galaxy" in cols else [path.stem]
+    if "galaxy" in cols:
+        _check_contiguous(path, cols["galaxy"])
     out = {}
     for name in names:
         sel = cols["galaxy"] == name if "galaxy" in cols else slice(None)
         sub = {k: v[sel] for k, v in cols.items()}
         out[str(name)] = _per_galaxy(path, str(name), sub, kind, (distance_kpc, distance_err_kpc), centre_deg, rng)
+    return out
+
+
+def _check_contiguous(path: Path, galaxy: NDArray) -> None:
+    """A galaxy name in two separate blocks of rows is most likely two galaxies given one name: refuse it."""
+    starts = np.flatnonzero(np.r_[True, galaxy[1:] != galaxy[:-1]])
+    blocks = galaxy[starts]
+    names, counts = np.unique(blocks, return_counts=True)
+    if np.any(counts > 1):
+        dup = str(names[counts > 1][0])
+        rows = (starts[blocks == dup] + 1).tolist()
+        raise CatalogueError(f"{path}: galaxy name {dup!r} appears in separate blocks of rows (starting at data rows "
+                             f"{rows}). HINT: give each galaxy a unique name, or sort the table by galaxy")
+
+
+def _read_directory(directory: Path, kind: str, distance_kpc: float | None, distance_err_kpc: float,
+                    centre_deg: tuple[float, float] | None, rng: np.random.Generator | None) -> dict[str, Catalogue]:
+    """Every ``*.csv`` of a directory (sorted by name); a galaxy name found in two files is an error."""
+    files = sorted(directory.glob("*.csv"))
+    if not files:
+        raise CatalogueError(f"{directory}: a directory without *.csv catalogues")
+    out: dict[str, Catalogue] = {}
+    seen: dict[str, Path] = {}
+    for f in files:
+        for name, cat in read_catalogues(f, kind, distance_kpc, distance_err_kpc, centre_deg, rng).items():
+            if name in seen:
+                raise CatalogueError(f"{f}: galaxy {name!r} is also in {seen[name]}. HINT: galaxy names must be "
+                                     "unique across the files of a directory")
+            seen[name], out[name] = f, cat
     return out

@@ -37,7 +37,8 @@ from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 __all__ = ["CatalogueError", "check_range", "predict", "add_arguments", "main", "MIN_STARS"]
 
 MIN_STARS = 10
-"""Fewer members than this give no meaningful dispersion: always an error."""
+"""Fewer members than this give no meaningful dispersion: an error even with --force (models trained on fewer
+stars than the catalogue's are refused by the trained N★ range, ``data.n_stars``)."""
 ERROR_DEX = 0.5
 """A scalar outside the training range by more than this [dex] is an error (unless --force); any excursion warns."""
 JOINT_WARN_SIGMA, JOINT_ERROR_SIGMA = 3.7, 6.0
@@ -136,15 +137,19 @@ def _check(t: Target, blob: dict[str, Any], need_gas: bool) -> None:
         (t.errors if dist > JOINT_ERROR_SIGMA else t.warnings).append(msg)
     lo_n, hi_n = dc.get("n_stars", [MIN_STARS, np.inf])
     if not lo_n <= n <= hi_n:
-        t.warnings.append(f"{n} member stars; the model was trained on {lo_n}–{hi_n}")
+        t.errors.append(f"{n} member stars: the model was trained on catalogues of {lo_n}–{hi_n} stars. HINT: "
+                        + ("a catalogue this small constrains little" if n < lo_n else
+                           "subsample the catalogue to the trained maximum (keep the best-measured stars)"))
     m = s["members"]
     cx, cy = estimate_centre(t.cat.x_kpc[m], t.cat.y_kpc[m])
     off = float(np.hypot(cx, cy)) / float(s["rh_kpc"])
     recentred = bool(dc.get("recentre", False))
-    msg = (f"the catalogue origin is {off:.2f} R_h from the stars' own centre"
+    msg = (f"the catalogue origin (the given centre) is {off:.2f} R_h from the stars' own centre"
            + (" (the model recentres on the stars, as in training)" if recentred else ""))
-    if off > CENTRE_ERROR_RH and not recentred:
-        t.errors.append(msg + ". HINT: give positions relative to the galaxy centre")
+    # Far off, the given centre (or the catalogue) is wrong even if the model recentres: the user should know.
+    if off > CENTRE_ERROR_RH:
+        t.errors.append(msg + ". HINT: check --centre-ra-deg/--centre-dec-deg or that positions are relative to "
+                        "the galaxy centre")
     elif off > CENTRE_WARN_RH:
         t.warnings.append(msg)
     if need_gas and t.gas is None:
@@ -169,15 +174,29 @@ def _realisations(t: Target, dc: dict[str, Any], k: int, rng: np.random.Generato
     return out
 
 
-def _posterior(model: Any, inputs: list[dict[str, Any]], n_samples: int) -> np.ndarray:
-    """Pooled flow samples [n_samples, 10] over the realisations (equal share each)."""
+BATCH = 256
+"""Catalogue realisations per flow call: the model is loaded once and catalogues go through it in batches."""
+
+
+def _posteriors(model: Any, inputs: list[list[dict[str, Any]]], n_samples: int) -> list[np.ndarray]:
+    """Pooled flow samples [n_samples, 10] per galaxy over its realisations (equal share each), batched."""
     import torch  # here, not at module level: `galmass --help` should not pay for importing torch
 
-    batch = {key: torch.as_tensor(np.stack([np.asarray(s[key]) for s in inputs])) for key in model.input_keys}
-    per = -(-n_samples // len(inputs))
-    with torch.no_grad():
-        draws = model.sample(batch, per)  # [per, K, 10]
-    return draws.permute(1, 0, 2).reshape(-1, draws.shape[-1])[:n_samples].numpy().astype(np.float64)
+    out: list[np.ndarray | None] = [None] * len(inputs)
+    for k in sorted({len(r) for r in inputs}):  # galaxies with the same number of realisations share batches
+        members = [i for i, r in enumerate(inputs) if len(r) == k]
+        per = -(-n_samples // k)
+        step = max(1, BATCH // k)
+        for j in range(0, len(members), step):
+            chunk = members[j:j + step]
+            flat = [s for i in chunk for s in inputs[i]]
+            batch = {key: torch.as_tensor(np.stack([np.asarray(s[key]) for s in flat])) for key in model.input_keys}
+            with torch.no_grad():
+                draws = model.sample(batch, per).numpy().astype(np.float64)  # [per, len(chunk) * k, 10]
+            for c, i in enumerate(chunk):
+                mine = draws[:, c * k:(c + 1) * k]  # [per, k, 10]
+                out[i] = mine.transpose(1, 0, 2).reshape(-1, mine.shape[-1])[:n_samples]
+    return out  # type: ignore[return-value]
 
 
 def _result(t: Target, samples: np.ndarray, factors: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
@@ -227,6 +246,10 @@ def _targets(args: argparse.Namespace, dc: dict[str, Any], need_gas: bool, blob:
     extra = sorted(set(gas) - set(stars))
     if extra:
         raise CatalogueError(f"{args.gas}: galaxies {extra} have gas but no stars in {args.stars}")
+    out = _out_dir(args)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise CatalogueError(f"{out} exists and is not empty (earlier results are never overwritten silently). "
+                             "HINT: choose a new --out, or --overwrite")
     targets = []
     for name, cat in stars.items():
         t = Target(cat, gas.get(name) if gas else None, {})
@@ -249,15 +272,15 @@ def predict(args: argparse.Namespace) -> Path:
     if bad and (not args.force or any(not t.nominal for t in targets)):
         raise CatalogueError("cannot predict (nothing written):\n" + "\n".join(bad)
                              + "\nHINT: fix the catalogue, or --force to predict anyway (recorded in posterior.json)")
-    out = Path(args.out) if args.out else Path(f"predict-{Path(args.stars).stem}")
+    out = _out_dir(args)
     factors = np.asarray(blob["radii_factors"], dtype=np.float64)
     meta = {"model": described, "stars": str(args.stars), "gas": args.gas, "tracer": cfg.model.tracer,
             "seed": args.seed, "samples": args.samples, "realisations": args.realisations}
+    inputs = [_realisations(t, dc, args.realisations, np.random.default_rng([args.seed, i]))
+              for i, t in enumerate(targets)]
+    _seed_torch(args.seed)
     rows = []
-    for i, t in enumerate(targets):
-        rng = np.random.default_rng([args.seed, i])
-        _seed_torch(args.seed + i)
-        samples = _posterior(model, _realisations(t, dc, args.realisations, rng), args.samples)
+    for t, samples in zip(targets, _posteriors(model, inputs, args.samples)):
         res = _result(t, samples, factors, meta)
         gdir = out / slug(t.cat.name)
         gdir.mkdir(parents=True, exist_ok=True)
@@ -270,6 +293,10 @@ def predict(args: argparse.Namespace) -> Path:
         rows.append(res)
     _write_summary(out, rows)
     return out
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else Path(f"predict-{Path(args.stars).stem}")
 
 
 def _seed_torch(seed: int) -> None:
@@ -308,6 +335,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plot", action="store_true", help="skip profile.png")
     p.add_argument("--force", action="store_true", help="predict outside the training range (recorded)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out directory")
 
 
 def _validate_args(args: argparse.Namespace) -> None:
