@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from galmass.physics.constants import G
 
-__all__ = ["galpy_available", "sample_df", "sample_tangential_df", "DF_RMAX_SCALES"]
+__all__ = ["galpy_available", "sample_df", "sample_tangential_df", "numpy_global_seed", "DF_RMAX_SCALES"]
 
 Profile = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 
@@ -63,7 +63,8 @@ def galpy_available(anisotropy: str = "isotropic") -> bool:
 
 
 @contextlib.contextmanager
-def _global_seed(rng: np.random.Generator) -> Iterator[None]:
+def numpy_global_seed(rng: np.random.Generator) -> Iterator[None]:
+    """galpy draws from NumPy's global generator: seed it from ``rng``, restore it afterwards."""
     state = np.random.get_state()
     np.random.seed(int(rng.integers(0, 2**32 - 1)))
     try:
@@ -170,7 +171,7 @@ def sample_df(
             from galpy.df import constantbetadf
 
             df = constantbetadf(pot=pot, denspot=dens, beta=beta, rmax=DF_RMAX_SCALES)
-        with _global_seed(rng):
+        with numpy_global_seed(rng):
             R, vR, vT, z, vz, phi = df.sample(n=n, return_orbit=False)
     R, vR, vT, z, vz, phi = (np.asarray(q, dtype=np.float64) for q in (R, vR, vT, z, vz, phi))
     c, s = np.cos(phi), np.sin(phi)

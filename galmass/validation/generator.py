@@ -83,7 +83,6 @@ draws all its random numbers from ``numpy.random.SeedSequence([seed, i])``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -96,7 +95,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -104,6 +103,7 @@ from numpy.typing import NDArray
 from galmass.maps import estimate_centre
 from galmass.metrics.estimators import ESTIMATORS
 from galmass.physics.constants import G, H_LITTLE, RADII_FACTORS, RHO_CRIT
+from galmass.physics.df import numpy_global_seed
 
 __all__ = ["SetSpec", "GalaxyParams", "Catalogue", "ValidationSet", "GENERATOR_VERSION", "TRUTH_R_KPC", "HALOES",
            "TRACERS", "ANISOTROPIES", "HALO_INNER_SLOPE", "family", "compatible_tracers", "draw_params",
@@ -388,17 +388,6 @@ def galaxy_model(params: GalaxyParams) -> GalaxyModel:
 
 # -- sampling -----------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _global_seed(rng: np.random.Generator) -> Iterator[None]:
-    """galpy draws from NumPy's global generator: seed it from ``rng``, restore it afterwards."""
-    state = np.random.get_state()
-    np.random.seed(int(rng.integers(0, 2**32 - 1)))
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
 def _distribution_function(params: GalaxyParams, model: GalaxyModel):
     """The galpy DF of the tracer in the total potential, or None when it is negative somewhere (no equilibrium)."""
     from galpy.df import eddingtondf, osipkovmerrittdf
@@ -436,7 +425,7 @@ def sample_stars(params: GalaxyParams, n: int, rng: np.random.Generator
         if df is None:
             raise ValueError(f"the {params.anisotropy} DF of this galaxy is negative ({params}). HINT: use "
                              "draw_params, which redraws such galaxies, or a larger r_a")
-        with _global_seed(rng):
+        with numpy_global_seed(rng):
             R, vR, vT, z, vz, phi = (np.asarray(q, dtype=np.float64) for q in df.sample(n=n, return_orbit=False))
     c, s = np.cos(phi), np.sin(phi)
     pos = np.stack([R * c, R * s, z], axis=-1) * model.length_kpc
