@@ -1,6 +1,7 @@
 """The in-project peer: sbi's NPE (MAF) on hand-made summary statistics, against a trained galmass run.
 
 Usage:  python benchmarks/npe_peer.py --run RUN [--samples 400] [--seed 0] [--epochs-max 300] [--n-stars lo,hi]
+        [--validation]
 
 What a user would pick instead of galmass: a plain neural posterior estimator (sbi, Papamakarios & Murray 2016;
 MAF density estimator) on 13 summaries of the same catalogues — log10 R_h, log10 σ★, log10 N★ and the members'
@@ -10,7 +11,8 @@ log10 M(<f R_h) − log10(σ★² R_h / G), so both learn the same thing from th
 own dataset, train split). Both are scored on the run's held-out test split, per radius: RMS, bias, scatter
 ((p84 − p16)/2) and 68 % coverage of log10 M, and TARP max |ECP − α| (joint); with ``--n-stars`` only test
 catalogues with N★ in that range are scored (e.g. 50,200 and 500,3000). Written to
-benchmarks/results/npe_peer.md (or ``--name``) with the machine.
+benchmarks/results/npe_peer.md (or ``--name``) with the machine. With ``--validation`` both are also graded on the
+independent validation set (``galmass.validation``: galpy DF galaxies outside the training recipes).
 
 The NPE is trained with sbi's defaults (batch 200, lr 5e-4, early stopping after 20 epochs without improvement
 on a 10 % validation split).
@@ -91,6 +93,7 @@ def main() -> None:
     parser.add_argument("--epochs-max", type=int, default=300)
     parser.add_argument("--n-stars", action="append", default=None, help="lo,hi N★ ranges to score separately")
     parser.add_argument("--name", default="npe_peer")
+    parser.add_argument("--validation", action="store_true", help="also grade both on the independent validation set")
     args = parser.parse_args()
     model, cfg, blob = load_trained(args.run)
     path = blob.get("data_path") or cfg.data.path
@@ -114,7 +117,56 @@ def main() -> None:
         lines += _table(f"N★ {lo}–{hi}" if hi < 10**9 else "all test catalogues", int(sel.sum()),
                         scores(cnn[:, sel], truth[sel], rng), scores(npe[:, sel], truth[sel], rng),
                         blob["radii_factors"])
+    if args.validation:
+        lines += _validation_lines(posterior, model, cfg, args)
     write_result(args.name, "\n".join(lines) + "\n")
+
+
+def _validation_lines(posterior, model, cfg, args) -> list[str]:
+    """Both samplers on the independent validation set (galpy DFs), through galmass.validation."""
+    from galmass.maps import observation_to_sample
+    from galmass.validation import evaluate_sampler, get_set
+
+    d = cfg.data
+    geometry = dict(npix=d.npix, extent_rh=d.extent_rh, vmax_sigma=d.vmax_sigma)
+    vset = get_set()
+
+    def npe_sampler(cats):
+        # The catalogues are already the members about their centre: no second clipping or recentring.
+        obs = [observation_to_sample(c.x_kpc, c.y_kpc, c.v_kms, c.v_err_kms, **geometry) for c in cats]
+        s = np.stack([o["scalars"] for o in obs]).astype(np.float64)
+        u = np.stack([o["summary_stars"] for o in obs]).astype(np.float64)
+        x = np.column_stack([s[:, [scalar_index(n) for n in SCALARS]], u])
+        off = 2 * s[:, scalar_index("log10_sigma_stars_kms")] + s[:, scalar_index("log10_rh_kpc")] - LOG10_G
+        return npe_samples(posterior, x, args.samples, args.seed) + off[None, :, None]
+
+    def cnn_sampler(cats):
+        obs = [observation_to_sample(c.x_kpc, c.y_kpc, c.v_kms, c.v_err_kms, **geometry) for c in cats]
+        batch = {k: torch.as_tensor(np.stack([np.asarray(o[k]) for o in obs])) for k in model.input_keys}
+        torch.manual_seed(args.seed)
+        with torch.inference_mode():
+            return np.concatenate([model.sample({k: v[i:i + 256] for k, v in batch.items()}, args.samples).numpy()
+                                   for i in range(0, len(obs), 256)], axis=1).astype(np.float64)
+
+    observer = {"membership_clip": d.membership_clip, "recentre": d.recentre}
+    res = {name: evaluate_sampler(f, vset, seed=args.seed, observer=observer)
+           for name, f in (("CNN", cnn_sampler), ("NPE", npe_sampler))}
+    lines = [f"## Independent validation set `{vset.name}` (galpy DFs; haloes and tracers outside the training "
+             "recipes)", ""]
+    for n in res["CNN"]["variants"]:
+        c, p = res["CNN"]["variants"][n], res["NPE"]["variants"][n]
+        lines += [f"### N★ = {n} ({c['n_catalogues']} catalogues)", "",
+                  "| r / R_h | CNN RMS | NPE RMS | CNN bias | NPE bias | CNN 68 % cov | NPE 68 % cov |",
+                  "|---|---|---|---|---|---|---|"]
+        for i, f in enumerate(c["radii_factors"]):
+            lines.append(f"| {f:.1f} | {c['cnn']['rms'][i]:.3f} | {p['cnn']['rms'][i]:.3f} | "
+                         f"{c['cnn']['bias'][i]:+.3f} | {p['cnn']['bias'][i]:+.3f} | "
+                         f"{c['cnn']['coverage68'][i]:.2f} | {p['cnn']['coverage68'][i]:.2f} |")
+        best = c["best_estimator"]
+        lines += ["", f"RMS ÷ best estimator ({best}, at its radius): CNN **{c['rms_ratio_vs_best_estimator']:.2f}**,"
+                  f" NPE **{p['rms_ratio_vs_best_estimator']:.2f}**; TARP max |ECP − α|: CNN "
+                  f"{c['tarp']['max_abs_error']:.3f}, NPE {p['tarp']['max_abs_error']:.3f}.", ""]
+    return lines
 
 
 def _header(args, cfg, path, n_train: int, n_test: int, t_train: float) -> list[str]:
