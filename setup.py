@@ -42,6 +42,8 @@ setup(
         "df": ["jax>=0.4"],
         # The NPE peer benchmark (benchmarks/npe_peer.py): sbi's masked autoregressive flow on summary statistics.
         "bench": ["sbi>=0.23"],
+        # Tipsy snapshots (NIHAO, gasoline/ChaNGa) for `galmass ingest`: read and written through pynbody (wheels).
+        "sim": ["pynbody>=2.0"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "tarp>=0.1.1", "deprecation>=2.1"],
     },
     entry_points={"console_scripts": ["galmass=galmass.cli:main"]},

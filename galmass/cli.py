@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from galmass.config import ConfigError, load_config
+from galmass.config import ConfigError, DataConfig, load_config
 from galmass.predict import add_arguments as add_predict_arguments
 
 __all__ = ["main"]
@@ -40,17 +40,50 @@ def _cmd_mock(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _cmd_ingest(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.snapshots.ingest import ingest_snapshot, parse_centre
+    from galmass.snapshots.tipsy import parse_tipsy_units
 
     cfg = load_config(args.config, overrides)
+    if (args.task_id is None) != (args.num_tasks is None):
+        raise ConfigError("command line: --task-id and --num-tasks go together (a SLURM array: "
+                          "--task-id $SLURM_ARRAY_TASK_ID --num-tasks $SLURM_ARRAY_TASK_COUNT)")
+    if args.halos is None and (args.num_tasks is not None or args.max_halos is not None):
+        raise ConfigError("command line: --task-id/--num-tasks/--max-halos select haloes of --halos FILE")
+    if args.halos is not None and args.centre is not None:
+        raise ConfigError("command line: give either --centre (one halo) or --halos FILE (several), not both")
     try:
+        units = {"paramfile": args.paramfile,
+                 "tipsy_units": parse_tipsy_units(args.tipsy_units) if args.tipsy_units else None}
+        if args.halos is not None:
+            return _ingest_halo_list(args, cfg.data, units)
         centre = parse_centre(args.centre) if args.centre else None
-        path = ingest_snapshot(args.snapshot, args.out, cfg.data, centre=centre)
-    except (ValueError, FileExistsError) as err:  # SnapshotError is a ValueError: it names the field
+        path = ingest_snapshot(args.snapshot, args.out, cfg.data, centre=centre, **units)
+    except (ValueError, FileExistsError) as err:  # SnapshotError is a ValueError: it names the file and field
         print(f"galmass ingest: error: {err}", file=sys.stderr)
         return 2
     manifest = json.loads(path.read_text())
+    r_conv = manifest["source"]["convergence_radius_kpc"]
     print(f"[galmass] ingested {args.snapshot} → {path.parent}: {manifest['counts']['test']} projections "
-          f"(R200 = {manifest['source']['r200_kpc']:.1f} kpc)")
+          f"(R200 = {manifest['source']['r200_kpc']:.1f} kpc, r_conv = "
+          f"{'n/a' if r_conv is None else format(r_conv, '.3g')} kpc, "
+          f"{manifest['source']['convergence']['labels_flagged']} labels flagged)")
+    return 0
+
+
+def _ingest_halo_list(args: argparse.Namespace, data_cfg: DataConfig, units: dict[str, object]) -> int:
+    """``galmass ingest --halos``: one dataset per halo under --out/halo-<k>/; exit 2 if any halo failed."""
+    from galmass.snapshots.halos import ingest_halos
+
+    results = ingest_halos(args.snapshot, args.halos, args.out, data_cfg, max_halos=args.max_halos,
+                           task_id=args.task_id, num_tasks=args.num_tasks, **units)
+    for k, manifest, status in results:
+        stream = sys.stderr if status.startswith("failed") else sys.stdout
+        print(f"[galmass] halo {k}: {status}{'' if manifest is None else f' → {manifest.parent}'}", file=stream)
+    failed = [k for k, _, status in results if status.startswith("failed")]
+    task = "" if args.num_tasks is None else f" (array task {args.task_id}/{args.num_tasks})"
+    print(f"[galmass] {len(results) - len(failed)} of {len(results)} haloes done{task} under {args.out}")
+    if failed:
+        print(f"galmass ingest: error: haloes {failed} of {args.halos} failed (reasons above)", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -183,11 +216,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", action="store_true", help="after all array tasks: check the shards, write the manifest")
     p.set_defaults(func=_cmd_mock)
 
-    p = sub.add_parser("ingest", help="turn a Gadget/Arepo/GIZMO HDF5 snapshot into a dataset (same shards as mocks)")
-    p.add_argument("--snapshot", required=True, help="snap_NNN.hdf5, snapdir_NNN/ or snapdir_NNN/snap_NNN.0.hdf5")
-    p.add_argument("--centre", default=None, help="halo centre x,y,z in the snapshot's units (ckpc/h); default: "
-                   "shrinking spheres")
-    p.add_argument("--out", required=True, help="output dataset directory")
+    p = sub.add_parser("ingest", help="turn a Gadget/Arepo/GIZMO HDF5 or tipsy snapshot into a dataset (same "
+                       "shards as mocks)")
+    p.add_argument("--snapshot", required=True, help="snap_NNN.hdf5, snapdir_NNN/, snapdir_NNN/snap_NNN.0.hdf5 or "
+                   "a tipsy file (format detected from the file)")
+    p.add_argument("--centre", default=None, help="halo centre x,y,z in the snapshot's units (Gadget: ckpc/h; "
+                   "tipsy: code lengths); default: shrinking spheres")
+    p.add_argument("--halos", default=None, help="several haloes: an .AHF_halos file or a list of centres x,y,z "
+                   "(one per line, snapshot units); one dataset per halo under OUT/halo-<k>/")
+    p.add_argument("--max-halos", type=int, default=None, help="with --halos: the first N (AHF: the N most massive)")
+    p.add_argument("--task-id", type=int, default=None, help="with --halos: array task I ingests haloes k %% N == I")
+    p.add_argument("--num-tasks", type=int, default=None, help="number N of array tasks")
+    p.add_argument("--paramfile", default=None, help="tipsy: the run's .param file (default: *.param next to the "
+                   "snapshot or in its parent directory)")
+    p.add_argument("--tipsy-units", default=None, help="tipsy without .param: length_kpc=L,mass_msun=M,h=H,"
+                   "omega_m=OM,omega_l=OL (dKpcUnit [comoving kpc], dMsolUnit [Msun], cosmology)")
+    p.add_argument("--out", required=True, help="output dataset directory (with --halos: the parent of halo-<k>/)")
     p.add_argument("--config", default=None)
     p.set_defaults(func=_cmd_ingest)
 

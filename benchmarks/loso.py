@@ -1,0 +1,132 @@
+"""Leave-one-suite-out: train on all suites but one, test on the held-out one; with and without adaptation.
+
+Usage:  python benchmarks/loso.py [--out runs/loso] [--options plain,mmd] [--galaxies 100] [--epochs 30]
+        [--axis suite|feedback] [--name loso]
+
+For each held-out suite S (or feedback model with ``--axis feedback``), with the cell sizes of
+configs/transfer.yaml scaled by ``--galaxies``:
+  * data ``all-but-S`` (the other suites × all feedback models) and ``only-S`` (S × all feedback models);
+  * ``in-S``: a model trained on only-S's train split — the in-suite reference (what a model trained on the right
+    simulations achieves on the same test galaxies);
+  * one model per option trained on all-but-S: ``plain``; ``mmd`` (train.adapt=mmd with only-S's *unlabelled* train
+    split as the target domain; its test galaxies are never seen); ``ensemble`` (model.ensemble=3, calibration
+    alone);
+  * every model evaluated on only-S's test split.
+Per radius: bias, scatter and 68 % coverage, each ± a bootstrap error over test galaxies, and the paired gap to
+the in-suite model. Every step is a `galmass` command (resumable: rerunning skips finished work). Writes
+benchmarks/results/<name>.md with the machine and the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import ROOT, load_average, machine, write_result  # noqa: E402  (puts the repository on sys.path)
+from transfer_report import bootstrap, load_eval  # noqa: E402
+
+SUITES = ["compact", "median", "extended"]
+FEEDBACKS = ["cusp", "core", "dc14"]
+OPTIONS = {"plain": [], "mmd": ["--train.adapt=mmd", "--train.adapt_weight=1.0"], "ensemble": ["--model.ensemble=3"]}
+FACTORS = [0.6 + 0.2 * i for i in range(10)]
+
+
+def galmass(*args: str) -> None:
+    cmd = [sys.executable, "-m", "galmass", *args]
+    print("[loso] " + " ".join(cmd[2:]), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def _list(values: list[str]) -> str:
+    return "[" + ",".join(values) + "]"
+
+
+def run_held_out(held: str, a: argparse.Namespace, out: Path) -> dict[str, Path]:
+    """Datasets, models and evaluations for one held-out value; returns option → residuals.npz."""
+    axis_values = SUITES if a.axis == "suite" else FEEDBACKS
+    other = [v for v in axis_values if v != held]
+    base = ["--config", str(ROOT / "configs" / "transfer.yaml"), f"--data.galaxies_per_cell={a.galaxies}",
+            f"--data.projections={a.projections}", f"--train.epochs={a.epochs}", "--train.progress=false"]
+
+    def data_args(name: str, values: list[str]) -> list[str]:
+        sel = (f"--data.suites={_list(values)}", f"--data.feedbacks={_list(FEEDBACKS)}") if a.axis == "suite" else \
+              (f"--data.suites={_list(SUITES)}", f"--data.feedbacks={_list(values)}")
+        return [f"--data.path={out / 'data' / name}", *sel]
+
+    train_data, test_data = data_args(f"all-but-{held}", other), data_args(f"only-{held}", [held])
+    for d in (train_data, test_data):
+        if not Path(d[0].split("=", 1)[1], "manifest.json").exists():
+            galmass("mock", *base, *d)
+    test_dir = out / "data" / f"only-{held}"
+    runs = {"in-suite": (test_data, [])}
+    runs.update({opt: (train_data, OPTIONS[opt] + ([f"--train.adapt_target={test_dir}"] if opt == "mmd" else []))
+                 for opt in a.options})
+    results = {}
+    for name, (data, extra) in runs.items():
+        run = out / "runs" / f"{held}-{name}"
+        galmass("train", *base, *data, *extra, f"--train.run_dir={run}")
+        ev = run / f"eval-only-{held}"
+        if not (ev / "residuals.npz").exists():
+            galmass("evaluate", "--run", str(run), "--data", str(test_dir), "--out", str(ev))
+        results[name] = ev / "residuals.npz"
+    return results
+
+
+def table(held: str, results: dict[str, Path], boot: int) -> list[str]:
+    names = list(results)
+    point, draws = bootstrap([load_eval(results[n]) for n in names], boot, seed=0)  # [E, 3, K], paired galaxies
+    err = draws.std(axis=0)
+    lines = [f"## Held out: {held}", "",
+             "| model | r / R_h | bias | scatter | 68 % coverage | |bias| − in-suite | coverage − in-suite |",
+             "|---|---|---|---|---|---|---|"]
+    for j, n in enumerate(names):
+        for k in (0, 2, 6, 9):
+            gap_b = np.abs(draws[:, j, 0, k]) - np.abs(draws[:, 0, 0, k])
+            gap_c = draws[:, j, 2, k] - draws[:, 0, 2, k]
+            dev = "" if j == 0 else (f"{abs(point[j, 0, k]) - abs(point[0, 0, k]):+.3f} ± {gap_b.std():.3f} | "
+                                     f"{point[j, 2, k] - point[0, 2, k]:+.2f} ± {gap_c.std():.2f}")
+            lines.append(f"| {n} | {FACTORS[k]:.1f} | {point[j, 0, k]:+.3f} ± {err[j, 0, k]:.3f} | "
+                         f"{point[j, 1, k]:.3f} ± {err[j, 1, k]:.3f} | {point[j, 2, k]:.2f} ± {err[j, 2, k]:.2f} | "
+                         + (dev if dev else "— | —") + " |")
+    return lines + [""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/loso")
+    ap.add_argument("--axis", choices=("suite", "feedback"), default="suite")
+    ap.add_argument("--options", default="plain,mmd")
+    ap.add_argument("--galaxies", type=int, default=100)
+    ap.add_argument("--projections", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--boot", type=int, default=200)
+    ap.add_argument("--name", default="loso")
+    a = ap.parse_args()
+    a.options = [o for o in a.options.split(",") if o]
+    bad = [o for o in a.options if o not in OPTIONS]
+    if bad:
+        ap.error(f"unknown options {bad}; choose from {list(OPTIONS)}")
+    out = Path(a.out) / a.axis
+    t0 = time.time()
+    held_values = SUITES if a.axis == "suite" else FEEDBACKS
+    results = {h: run_held_out(h, a, out) for h in held_values}
+    wall = time.time() - t0
+    lines = [f"# Leave-one-{a.axis}-out", "", f"Machine: {machine()}; load {load_average()}", "",
+             f"Cells: configs/transfer.yaml with {a.galaxies} galaxies × {a.projections} projections per suite × "
+             f"feedback cell, ≤ {a.epochs} epochs; {a.axis}s {held_values}, feedback models {FEEDBACKS}"
+             if a.axis == "suite" else f"suites {SUITES}.",
+             f"Wall time of this run (steps already done are skipped): {wall / 60:.1f} min. Errors: bootstrap over "
+             f"test galaxies ({a.boot} resamples, paired across models).",
+             f"Reproduce: `python benchmarks/loso.py --axis {a.axis} --options {','.join(a.options)} "
+             f"--galaxies {a.galaxies} --epochs {a.epochs}`.", ""]
+    for h, res in results.items():
+        lines += table(h, res, a.boot)
+    write_result(a.name, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
