@@ -1,5 +1,5 @@
-"""Cluster mechanics for galmass: launcher detection, torch.distributed set-up, atomic files, checkpoints and
-deterministic global-batch sharding.
+"""Cluster mechanics for galmass: launcher detection, torch.distributed set-up, atomic files, locks, checkpoints,
+deterministic global-batch sharding and SLURM resource checks.
 
 This package never imports ``galmass`` (it is reusable and testable on its own). Names are loaded lazily, so
 ``import hpc.launchers`` or ``from hpc import detect_launcher`` in an sbatch pre-flight check does not pay for
@@ -15,6 +15,9 @@ sampler     GlobalBatchSampler (same global batches for any world size), split_e
 preempt     SIGUSR2/SIGTERM -> stop at a step boundary, exit status 75, scontrol requeue
 dali_loader BatchSource (rank slice of a global batch), TorchLoader and DaliLoader over it
 augment     sky-plane symmetries and noise drawn from (seed, epoch, step, position)
+lock        one process per directory (run directories, datasets): stale locks of dead processes are taken over
+procs       worker processes that die with their parent (no orphans after a SIGKILL)
+slurm_resources  a job's request checked against what the partition's nodes have (sinfo/scontrol), fit_to_node
 """
 
 from __future__ import annotations
