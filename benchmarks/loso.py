@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--boot", type=int, default=200)
     ap.add_argument("--name", default="loso")
+    ap.add_argument("--held", default=None, help="comma-separated held-out values (default: all of the axis)")
     a = ap.parse_args()
     a.options = [o for o in a.options.split(",") if o]
     bad = [o for o in a.options if o not in OPTIONS]
@@ -113,6 +114,8 @@ def main() -> None:
     out = Path(a.out) / a.axis
     t0 = time.time()
     held_values = SUITES if a.axis == "suite" else FEEDBACKS
+    if a.held:
+        held_values = [h for h in held_values if h in a.held.split(",")]
     results = {h: run_held_out(h, a, out) for h in held_values}
     wall = time.time() - t0
     lines = [f"# Leave-one-{a.axis}-out", "", f"Machine: {machine()}; load {load_average()}", "",

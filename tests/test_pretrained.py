@@ -57,3 +57,22 @@ def test_shipped_default_model_matches_its_card_and_predicts():
     samples = model.sample(batch, 200).numpy()
     assert samples.shape == (200, 1, 10) and np.all(np.isfinite(samples))
     assert np.all(np.diff(np.median(samples[:, 0], axis=0)) > 0)  # enclosed mass grows with radius
+
+
+@pytest.mark.skipif(not pretrained.available(), reason="no pretrained model shipped in this checkout")
+@pytest.mark.parametrize("n_stars", [20, 3000])
+def test_predict_without_run_uses_the_shipped_model(tmp_path, n_stars):
+    """`galmass predict --stars cat.csv` on a fresh install: no training, catalogues of 20 and 3000 stars."""
+    rng = np.random.default_rng(n_stars)
+    u = rng.uniform(0.02, 0.98, n_stars)
+    R = 0.3 * np.sqrt(u / (1 - u))  # Plummer, R_h = 0.3 kpc; σ★ = 10 km/s: a classical dSph
+    phi = rng.uniform(0, 2 * np.pi, n_stars)
+    cat = tmp_path / "dsph.csv"
+    np.savetxt(cat, np.column_stack([R * np.cos(phi), R * np.sin(phi), rng.normal(0, 10, n_stars),
+                                     np.full(n_stars, 2.0)]),
+               delimiter=",", header="x_kpc,y_kpc,v_los_kms,v_err_kms", comments="")
+    out = run_cmd([sys.executable, "-m", "galmass", "predict", "--stars", str(cat), "--out", str(tmp_path / "p"),
+                   "--samples", "300"])
+    post = json.loads((tmp_path / "p" / "dsph" / "posterior.json").read_text())
+    assert "shipped model" in post["model"] and post["n_members"] >= 0.95 * n_stars, out.stderr
+    assert 6.0 < post["log10_mass_median"][2] < 8.5  # M(<R_h) of a 10 km/s, 0.3 kpc dwarf: ~10^7 Msun
