@@ -5,7 +5,8 @@ razor-thin):
 
 * dark matter: NFW or coreNFW (Read, Agertz & Collins 2016) with M200, c200, R200, r_c = eta R_h, n;
 * stars: Plummer sphere of mass M* and scale a = R_h (projected half-number radius of the whole population),
-  velocities from the spherical Jeans equation in the TOTAL mass, constant-beta or Osipkov–Merritt anisotropy;
+  velocities from the spherical Jeans equation in the TOTAL mass, constant-beta, Osipkov–Merritt or
+  Baes & van Hese (2007) anisotropy;
 * gas: razor-thin exponential disc of mass M_gas and scale R_d, random orientation, rotating at the circular
   speed of the total (spherical) mass with an asymmetric-drift correction, turbulence and non-equilibrium motions.
 
@@ -23,6 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from galmass.mocks.suites import FeedbackSpec, SuiteSpec
 from galmass.physics.constants import G, LOG_R_GRID
+from galmass.physics.df import EddingtonDF, eddington_df
 from galmass.physics.jeans import JeansSolution, solve_jeans
 from galmass.physics.profiles import (
     corenfw_mass,
@@ -54,7 +56,7 @@ class Galaxy:
     a: float
     """Plummer scale [kpc] = projected half-number radius R_h of the whole stellar population."""
     om: bool
-    """True: Osipkov–Merritt anisotropy with radius ``r_a``; False: constant ``beta``."""
+    """True: Osipkov–Merritt anisotropy with radius ``r_a``; False: constant ``beta`` (both unless ``bvh``)."""
     beta: float
     """Constant anisotropy (used when ``om`` is False)."""
     r_a: float
@@ -99,6 +101,21 @@ class Galaxy:
     """Outer slope of the stellar (alpha = 2, beta, gamma) profile; with light_gamma = 0, 5 is Plummer."""
     light_gamma: float = 0.0
     """Inner slope of the stellar profile (0: cored light, as Plummer)."""
+    equilibrium_df: bool = False
+    """True: :func:`sample_stars` draws the stellar velocities from the equilibrium distribution function
+    (isotropic, or Osipkov–Merritt when ``om``) instead of Jeans Gaussians; set by ``SuiteSpec.df_fraction``."""
+    bvh: bool = False
+    """True: Baes & van Hese (2007) anisotropy with the four ``bvh_*`` values below; it overrides ``om``, ``beta``
+    and ``r_a`` (which keep their drawn values). Set by ``SuiteSpec.bvh_fraction``."""
+    bvh_beta0: float = 0.0
+    """Baes & van Hese central anisotropy beta_0 (< 1; used when ``bvh``)."""
+    bvh_beta_inf: float = 0.0
+    """Baes & van Hese outer anisotropy beta_inf (<= 1; used when ``bvh``)."""
+    bvh_r_a: float = 0.0
+    """Baes & van Hese transition radius r_a [kpc], where beta is halfway between beta_0 and beta_inf (used when
+    ``bvh``)."""
+    bvh_delta: float = 2.0
+    """Baes & van Hese transition sharpness delta (> 0; used when ``bvh``)."""
 
     # --- mass profile -------------------------------------------------------------------------------------------
     @property
@@ -134,7 +151,11 @@ class Galaxy:
 
     # --- anisotropy ---------------------------------------------------------------------------------------------
     def anisotropy_kwargs(self) -> dict[str, float | None]:
-        """``beta`` / ``r_a`` arguments for :func:`galmass.physics.jeans.solve_jeans`."""
+        """``beta`` / ``r_a`` (and, for Baes & van Hese, ``beta_inf`` / ``delta``) arguments for
+        :func:`galmass.physics.jeans.solve_jeans`."""
+        if self.bvh:
+            return {"beta": self.bvh_beta0, "r_a": self.bvh_r_a, "beta_inf": self.bvh_beta_inf,
+                    "delta": self.bvh_delta}
         return {"beta": 0.0, "r_a": self.r_a} if self.om else {"beta": self.beta, "r_a": None}
 
     @property
@@ -147,7 +168,12 @@ class Galaxy:
         return np.array([float(getattr(self, name)) for name in PARAM_NAMES], dtype=np.float64)
 
 
-PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Galaxy))
+# equilibrium_df is how the velocities are sampled, not a parameter of the mass model: kept out so the stored
+# parameter table of every dataset stays bit-identical (it can be recomputed from the seed, see _flag_equilibrium_df).
+# The Baes & van Hese fields are kept out for the same reason (bit-identical tables for suites without them); they
+# too are recomputed from the seed (_flag_bvh). NOTE: a BvH galaxy's stored om / beta / r_a are then unused values.
+_NOT_STORED = ("equilibrium_df", "bvh", "bvh_beta0", "bvh_beta_inf", "bvh_r_a", "bvh_delta")
+PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Galaxy) if f.name not in _NOT_STORED)
 """Names of the entries of :meth:`Galaxy.params_vector`."""
 
 
@@ -166,7 +192,9 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
 
     Every random variable is drawn in a fixed order whether or not it is used (e.g. both a constant beta and an
     Osipkov–Merritt r_a), so the same seed gives the same halo, stars and gas under any feedback model: the cusp
-    and core versions of a galaxy differ only in the core (n) and the gas non-equilibrium amplitudes.
+    and core versions of a galaxy differ only in the core (n) and the gas non-equilibrium amplitudes. Options added
+    later (Baes & van Hese anisotropy, equilibrium-DF velocities) draw from their own children of the seed, so a
+    suite that does not use them gives the same galaxies as before they existed.
 
     Parameters
     ----------
@@ -202,7 +230,7 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
     halo_shape = (_uniform(rng, feedback.transition_range), feedback.outer_slope,
                   _uniform(rng, feedback.inner_slope_range))
     light_beta, light_gamma = _uniform(rng, suite.light_outer_slope_range), _uniform(rng, suite.light_inner_slope_range)
-    return Galaxy(
+    galaxy = Galaxy(
         m200=m200, c200=c200, r200=r200, mstar=mstar, a=a, om=om, beta=beta, r_a=r_a, n=n, r_c=r_c,
         m_gas=m_gas, r_d=r_d, sigma_gas=sigma_gas, v_rad_frac=v_rad, m2_frac=m2_frac, m2_phase=float(m2_phase),
         m1_frac=m1_frac, m1_phase=float(m1_phase),
@@ -210,6 +238,8 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
         dc14=feedback.profile == "dc14", zhao=feedback.profile == "zhao", halo_alpha=halo_shape[0],
         halo_beta=halo_shape[1], halo_gamma=halo_shape[2], light_beta=light_beta, light_gamma=light_gamma,
     )
+    # BvH first: its galaxies have no equilibrium DF, so they must be known before the DF flag is decided.
+    return _flag_equilibrium_df(_flag_bvh(galaxy, suite, seed), suite, seed)
 
 
 def _random_unit_vector(rng: np.random.Generator, n: int | None = None) -> NDArray[np.float64]:
@@ -230,12 +260,87 @@ def jeans_solution(galaxy: Galaxy) -> JeansSolution:
     return solve_jeans(galaxy.mass, density, scale=galaxy.a, **galaxy.anisotropy_kwargs())
 
 
+_DF_SPAWN_KEY = 0x6466
+"""Spawn key ('df') of the seed child that decides ``Galaxy.equilibrium_df``: far above the children callers
+spawn themselves (0, 1, ...), so it is independent of every other stream."""
+
+_BVH_SPAWN_KEY = 0x627668
+"""Spawn key ('bvh') of the seed child that decides ``Galaxy.bvh`` and draws its four parameters."""
+
+
+def _child_rng(seed: int | np.random.SeedSequence, key: int) -> np.random.Generator:
+    """Generator on the child of ``seed`` with spawn key ``key``, built without advancing the caller's sequence."""
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    child = np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, key), pool_size=seq.pool_size)
+    return np.random.default_rng(child)
+
+
+def _flag_bvh(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequence) -> Galaxy:
+    """``galaxy``, with Baes & van Hese anisotropy for a fraction ``suite.bvh_fraction`` of galaxies.
+
+    All five uniforms (choice, beta_0, beta_inf, r_a / R_h, delta) come in a fixed order from an independent child
+    of the galaxy seed, never from draw_galaxy's main stream: with bvh_fraction = 0 nothing is drawn and the galaxy
+    is unchanged, and with any fraction the galaxies not chosen are exactly those drawn with 0.
+    """
+    if suite.bvh_fraction <= 0.0:
+        return galaxy
+    rng = _child_rng(seed, _BVH_SPAWN_KEY)
+    chosen = bool(rng.random() < suite.bvh_fraction)
+    beta0, beta_inf = _uniform(rng, suite.bvh_beta0_range), _uniform(rng, suite.bvh_beta_inf_range)
+    r_a = galaxy.a * _log_uniform(rng, suite.bvh_ra_over_rh_range)
+    delta = _uniform(rng, suite.bvh_delta_range)
+    if not chosen:
+        return galaxy
+    return dataclasses.replace(galaxy, bvh=True, bvh_beta0=beta0, bvh_beta_inf=beta_inf, bvh_r_a=r_a,
+                               bvh_delta=delta)
+
+
+def _flag_equilibrium_df(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequence) -> Galaxy:
+    """``galaxy``, with ``equilibrium_df`` set for a fraction ``suite.df_fraction`` of those that have such a DF.
+
+    The deciding uniform comes from an independent child of the galaxy seed (built with a fixed spawn key, so the
+    caller's SeedSequence is not advanced), never from draw_galaxy's main stream, which draws every variable in a
+    fixed order: with df_fraction = 0 nothing is drawn and the galaxy is unchanged. Eligible are Osipkov–Merritt
+    and beta = 0 galaxies whose DF is non-negative (:func:`_stellar_df` raises otherwise: a cored light profile in
+    a central cusp - NFW, or the gas disc, whose spherical M(<r) ∝ r^2 acts as one - has f(E) < 0 for the most
+    bound energies) and that are not Baes & van Hese; the others keep Jeans-Gaussian velocities.
+    """
+    if suite.df_fraction <= 0.0:
+        return galaxy
+    chosen = bool(_child_rng(seed, _DF_SPAWN_KEY).random() < suite.df_fraction)
+    if not chosen or galaxy.bvh or not (galaxy.om or galaxy.beta == 0.0):
+        return galaxy
+    try:
+        _stellar_df(galaxy)  # cached for sample_stars
+    except ValueError:
+        return galaxy
+    return dataclasses.replace(galaxy, equilibrium_df=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _stellar_df(galaxy: Galaxy) -> EddingtonDF:
+    """Equilibrium DF of the galaxy's stars in its total mass: isotropic f(E), or Osipkov–Merritt f(Q) when ``om``.
+
+    Cached (0.1-0.25 s to build, ~4 MB). Raises ValueError for a constant beta != 0 (no DF here) or a DF that is
+    negative somewhere (:func:`galmass.physics.df.eddington_df`).
+    """
+    if galaxy.bvh or not (galaxy.om or galaxy.beta == 0.0):
+        what = "Baes & van Hese anisotropy" if galaxy.bvh else f"constant beta = {galaxy.beta}"
+        raise ValueError(f"no equilibrium DF for {what}: isotropic or Osipkov–Merritt only")
+    plummer = galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0
+    density = (lambda r: plummer_density(r, galaxy.a)) if plummer else galaxy.tracer.density
+    return eddington_df(galaxy.mass, density, galaxy.a, r_a=galaxy.r_a if galaxy.om else None)
+
+
 def sample_stars(
     galaxy: Galaxy, n: int, rng: np.random.Generator
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Sample n stars: Plummer positions and Gaussian velocities with the spherical-Jeans dispersions.
 
-    sigma_r(r) solves the Jeans equation in the total mass; sigma_theta = sigma_phi = sigma_r sqrt(1 - beta(r)).
+    sigma_r(r) solves the Jeans equation in the total mass; sigma_theta = sigma_phi = sigma_r sqrt(1 - beta(r)),
+    with beta(r) the galaxy's constant, Osipkov–Merritt or Baes & van Hese anisotropy.
+    With ``galaxy.equilibrium_df`` the velocities come instead from the equilibrium DF at the same positions
+    (:func:`_stellar_df`), so the LOS velocity distributions are not Gaussian.
 
     Returns
     -------
@@ -250,9 +355,13 @@ def sample_stars(
     plummer = galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0
     r = plummer_radius_from_fraction(u, galaxy.a) if plummer else galaxy.tracer.sample_radii(u)
     rhat = _random_unit_vector(rng, n)
+    if galaxy.equilibrium_df:  # same positions, velocities from the equilibrium DF: non-Gaussian LOSVDs
+        df = _stellar_df(dataclasses.replace(galaxy, equilibrium_df=False))
+        return r[:, None] * rhat, df.velocities(r, rhat, rng)
     sol = jeans_solution(galaxy)
     sigma_r = sol.sigma_r(r)
-    sigma_t = sigma_r * np.sqrt(1.0 - sol.beta(r))
+    # Clip: a Baes & van Hese beta_inf = 1 can round to 1 + 1 ulp far out (a no-op for the other models, beta < 1).
+    sigma_t = sigma_r * np.sqrt(np.clip(1.0 - sol.beta(r), 0.0, None))
     g = rng.standard_normal((n, 3))
     # Split an isotropic unit Gaussian into its radial part and the two tangential components, then scale each.
     g_r = np.einsum("ij,ij->i", g, rhat)

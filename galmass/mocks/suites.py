@@ -82,6 +82,27 @@ class SuiteSpec:
     fall-offs (Muñoz et al. 2018)."""
     light_inner_slope_range: tuple[float, float] = (0.0, 0.0)
     """Inner slope gamma of the stellar profile, drawn uniformly in [0, 1) (0: a cored light profile)."""
+    df_fraction: float = 0.0
+    """Fraction of galaxies whose stars get velocities from the equilibrium distribution function (isotropic
+    Eddington or Osipkov–Merritt, :func:`galmass.physics.df.eddington_df`) instead of Gaussians with the Jeans
+    dispersions, so that their line-of-sight velocity distributions have the equilibrium kurtosis (observed
+    2.8-3.3) instead of exactly 3. Only Osipkov–Merritt and beta = 0 galaxies with a non-negative DF qualify; the
+    choice comes from a child of the galaxy seed, so 0 (default) leaves every galaxy and star bit-identical."""
+    bvh_fraction: float = 0.0
+    """Fraction of galaxies with Baes & van Hese (2007, A&A 471, 419) anisotropy
+    beta(r) = (beta_0 + beta_inf x^delta) / (1 + x^delta), x = r / r_a, which replaces their constant-beta or
+    Osipkov–Merritt one (a smooth turn-over from any central to any outer value, as seen in simulated dwarfs).
+    The choice and the four parameters come from a child of the galaxy seed, so 0 (default) leaves every galaxy
+    and star bit-identical. Such galaxies get Jeans-Gaussian velocities (no equilibrium DF, see df_fraction)."""
+    bvh_beta0_range: tuple[float, float] = (-0.3, 0.3)
+    """Baes & van Hese central anisotropy beta_0, drawn uniformly (< 1; > 0 with cored light breaks the central
+    anisotropy theorem, An & Evans 2006, so keep it mild)."""
+    bvh_beta_inf_range: tuple[float, float] = (0.0, 0.8)
+    """Baes & van Hese outer anisotropy beta_inf, drawn uniformly (<= 1)."""
+    bvh_ra_over_rh_range: tuple[float, float] = (0.5, 3.0)
+    """Baes & van Hese transition radius r_a / R_h, drawn log-uniformly (> 0)."""
+    bvh_delta_range: tuple[float, float] = (1.0, 3.0)
+    """Baes & van Hese transition sharpness delta, drawn uniformly (> 0; 2 as Osipkov–Merritt)."""
 
     def __post_init__(self) -> None:
         _check_range("log10_m200_range", self.log10_m200_range, 6.0, 15.0)
@@ -102,6 +123,10 @@ class SuiteSpec:
         _check_range("light_inner_slope_range", self.light_inner_slope_range, 0.0, 1.5)
         if not 0.0 <= self.om_fraction <= 1.0:
             raise ConfigError(f"om_fraction must be in [0, 1], got {self.om_fraction}")
+        if not 0.0 <= self.df_fraction <= 1.0:
+            raise ConfigError(f"df_fraction must be in [0, 1], got {self.df_fraction}. "
+                              "HINT: 0 keeps Gaussian velocities")
+        self._check_bvh()
         if not 0.0 < self.size_k < 1.0:
             raise ConfigError(f"size_k must be in (0, 1), got {self.size_k}. HINT: Kravtsov 2013 finds ~0.015")
         for key in ("c200_scatter_dex", "smhm_scatter_dex", "size_scatter_dex"):
@@ -110,6 +135,17 @@ class SuiteSpec:
         for key in ("smhm_n", "smhm_beta", "smhm_gamma"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
+
+    def _check_bvh(self) -> None:
+        """The Baes & van Hese keys: a fraction in [0, 1] and ranges that keep sigma_t^2 >= 0 and r_a, delta > 0."""
+        if not 0.0 <= self.bvh_fraction <= 1.0:
+            raise ConfigError(f"bvh_fraction must be in [0, 1], got {self.bvh_fraction}. HINT: 0 disables it")
+        _check_range("bvh_beta0_range", self.bvh_beta0_range, -10.0)
+        if self.bvh_beta0_range[1] >= 1.0:
+            raise ConfigError(f"bvh_beta0_range = {self.bvh_beta0_range}: the central beta_0 must stay < 1")
+        _check_range("bvh_beta_inf_range", self.bvh_beta_inf_range, -10.0, 1.0)
+        _check_range("bvh_ra_over_rh_range", self.bvh_ra_over_rh_range, 1e-3)
+        _check_range("bvh_delta_range", self.bvh_delta_range, 0.1, 20.0)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ f = exp(int 2 beta / r dr):
 
 * constant beta:                 f = r^(2 beta)
 * Osipkov–Merritt beta = r^2/(r^2 + r_a^2):  f = r^2 + r_a^2
+* Baes & van Hese (2007, A&A 471, 419) beta = (beta_0 + beta_inf x^delta) / (1 + x^delta), x = r / r_a:
+  ln f = 2 beta_0 ln r + (2 (beta_inf - beta_0) / delta) ln(1 + x^delta)
+  (it contains the other two: beta_0 = beta_inf is constant beta, (0, 1, delta = 2) is Osipkov–Merritt)
 
 (Mamon & Łokas 2005, eqs. A3–A5). The projection to the line of sight is (Binney & Mamon 1982)
 
@@ -29,23 +32,47 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.integrate import IntegrationWarning, quad
 from scipy.interpolate import CubicSpline
+from scipy.special import expit
 
 from galmass.physics.constants import G
 
-__all__ = ["JeansSolution", "solve_jeans", "projected_dispersion", "anisotropy"]
+__all__ = ["JeansSolution", "solve_jeans", "projected_dispersion", "anisotropy", "bvh_log_integrating_factor"]
 
 Profile = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 
 
-def anisotropy(r: ArrayLike, beta: float = 0.0, r_a: float | None = None) -> NDArray[np.float64]:
+def anisotropy(
+    r: ArrayLike, beta: float = 0.0, r_a: float | None = None, beta_inf: float | None = None, delta: float = 2.0
+) -> NDArray[np.float64]:
     """Velocity anisotropy beta(r) = 1 - sigma_t^2 / sigma_r^2 (sigma_t per tangential component).
 
-    Constant ``beta`` when ``r_a`` is None, else Osipkov–Merritt beta = r^2 / (r^2 + r_a^2) with r_a [kpc].
+    Constant ``beta`` when ``r_a`` is None, else Osipkov–Merritt beta = r^2 / (r^2 + r_a^2) with r_a [kpc]. With
+    ``beta_inf`` given: Baes & van Hese (2007) beta = (beta + beta_inf x^delta) / (1 + x^delta), x = r / r_a
+    (``beta`` is then the central value beta_0; r_a [kpc] and delta > 0 set where and how fast it turns over).
     """
     r = np.asarray(r, dtype=np.float64)
+    if beta_inf is not None:
+        # x^delta / (1 + x^delta) = expit(delta ln x): no inf/inf at large r, and r = 0 gives exactly beta_0.
+        with np.errstate(divide="ignore"):
+            w = expit(float(delta) * (np.log(r) - np.log(float(r_a))))
+        return float(beta) + (float(beta_inf) - float(beta)) * w
     if r_a is None:
         return np.full_like(r, float(beta))
     return r**2 / (r**2 + float(r_a) ** 2)
+
+
+def bvh_log_integrating_factor(r: ArrayLike, beta0: float, beta_inf: float, r_a: float,
+                               delta: float) -> NDArray[np.float64]:
+    """ln f(r) = int 2 beta(r)/r dr for the Baes & van Hese anisotropy (up to an additive constant).
+
+    ln f = 2 beta0 ln r + (2 (beta_inf - beta0) / delta) ln(1 + (r/r_a)^delta), with r, r_a [kpc]; differentiating
+    gives 2/r [beta0 + (beta_inf - beta0) x^delta / (1 + x^delta)] = 2 beta(r) / r.
+    """
+    lnr = np.log(np.asarray(r, dtype=np.float64))
+    # ln(1 + x^delta) as logaddexp(0, delta ln x): finite for any delta and r (x^delta itself can overflow), and
+    # accurate where x^delta << 1 (log1p-like), so the constant shift at small r is not lost to rounding.
+    soft = np.logaddexp(0.0, float(delta) * (lnr - np.log(float(r_a))))
+    return 2.0 * float(beta0) * lnr + 2.0 * (float(beta_inf) - float(beta0)) / float(delta) * soft
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,8 +90,12 @@ class JeansSolution:
     beta0: float
     """Constant anisotropy (used when r_a is None)."""
     r_a: float | None
-    """Osipkov–Merritt anisotropy radius [kpc], or None for constant beta."""
+    """Osipkov–Merritt (or Baes & van Hese) anisotropy radius [kpc], or None for constant beta."""
     _spline: CubicSpline
+    beta_inf: float | None = None
+    """Baes & van Hese outer anisotropy (then ``beta0`` is the central value), or None for the other two models."""
+    delta: float = 2.0
+    """Baes & van Hese transition sharpness (used when ``beta_inf`` is set)."""
 
     def sigma_r2(self, r: ArrayLike) -> NDArray[np.float64]:
         """Radial velocity dispersion squared [km^2/s^2] at radii r [kpc] (r = 0 gives the innermost grid value)."""
@@ -80,7 +111,7 @@ class JeansSolution:
 
     def beta(self, r: ArrayLike) -> NDArray[np.float64]:
         """Anisotropy beta(r) at radii r [kpc]."""
-        return anisotropy(r, self.beta0, self.r_a)
+        return anisotropy(r, self.beta0, self.r_a, self.beta_inf, self.delta)
 
 
 def solve_jeans(
@@ -90,6 +121,8 @@ def solve_jeans(
     scale: float,
     beta: float = 0.0,
     r_a: float | None = None,
+    beta_inf: float | None = None,
+    delta: float = 2.0,
     r_min: float | None = None,
     r_max: float | None = None,
     n_grid: int = 3000,
@@ -109,6 +142,9 @@ def solve_jeans(
         central anisotropy theorem (An & Evans 2006) and makes sigma_r diverge as r^-beta at the centre.
     r_a : float or None
         Osipkov–Merritt anisotropy radius [kpc] (> 0); None for constant beta.
+    beta_inf, delta : float or None, float
+        Baes & van Hese (2007) anisotropy when ``beta_inf`` is given: beta(r) goes from ``beta`` (< 1) at the
+        centre to ``beta_inf`` (<= 1) outside ``r_a`` (required), with sharpness ``delta`` > 0.
     r_min, r_max : float or None
         Grid limits [kpc]; default 1e-5 and 1e5 times ``scale``.
     n_grid : int
@@ -127,7 +163,9 @@ def solve_jeans(
     """
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be > 0 [kpc], got {scale}. HINT: pass the tracer's scale radius")
-    if r_a is None:
+    if beta_inf is not None:
+        _check_bvh(beta, beta_inf, r_a, delta)
+    elif r_a is None:
         if not beta < 1.0:
             raise ValueError(f"constant beta must be < 1, got {beta}. HINT: beta = 1 means purely radial orbits")
     else:
@@ -151,7 +189,10 @@ def solve_jeans(
         raise ValueError("density must be finite and > 0 and mass finite and >= 0 on the Jeans grid. HINT: check the "
                          "profile parameters")
     # Work with ln f so r^(2 beta) stays finite for any beta on 10 decades.
-    ln_f = 2.0 * beta * lnr if r_a is None else np.log(r**2 + r_a**2)
+    if beta_inf is not None:
+        ln_f = bvh_log_integrating_factor(r, beta, beta_inf, r_a, delta)
+    else:
+        ln_f = 2.0 * beta * lnr if r_a is None else np.log(r**2 + r_a**2)
     # Integrand in ln r: f nu G M / r^2 * r. Scale out f at r_max to keep numbers O(1)-ish.
     ln_f_ref = ln_f[-1]
     f = np.exp(ln_f - ln_f_ref)
@@ -178,8 +219,23 @@ def solve_jeans(
     if np.any(~np.isfinite(sigma_r2)) or np.any(sigma_r2 <= 0):
         raise ValueError("Jeans solution is not finite and positive on the grid. HINT: check mass(r) and density(r)")
     spline = CubicSpline(lnr, np.log(sigma_r2))
+    if beta_inf is not None:
+        return JeansSolution(r=r, sigma_r2_grid=sigma_r2, beta0=float(beta), r_a=float(r_a), _spline=spline,
+                             beta_inf=float(beta_inf), delta=float(delta))
     return JeansSolution(r=r, sigma_r2_grid=sigma_r2, beta0=float(beta) if r_a is None else 0.0,
                          r_a=None if r_a is None else float(r_a), _spline=spline)
+
+
+def _check_bvh(beta0: float, beta_inf: float, r_a: float | None, delta: float) -> None:
+    """Raise ValueError unless (beta0, beta_inf, r_a [kpc], delta) is a usable Baes & van Hese anisotropy."""
+    if not (np.isfinite(beta0) and beta0 < 1.0 and np.isfinite(beta_inf) and beta_inf <= 1.0):
+        raise ValueError(f"Baes & van Hese needs beta0 < 1 and beta_inf <= 1, got {beta0}, {beta_inf}. "
+                         "HINT: sigma_t^2 = (1 - beta) sigma_r^2 must stay >= 0")
+    if r_a is None or not (np.isfinite(r_a) and r_a > 0):
+        raise ValueError(f"Baes & van Hese r_a must be finite and > 0 [kpc], got {r_a}. HINT: pass r_a with beta_inf")
+    if not (np.isfinite(delta) and delta > 0):
+        raise ValueError(f"Baes & van Hese delta must be finite and > 0, got {delta}. "
+                         "HINT: delta = 2 as Osipkov–Merritt")
 
 
 def projected_dispersion(
