@@ -552,8 +552,21 @@ def dump_config(cfg: Config) -> str:
 
 
 def data_identity(data: DataConfig) -> dict[str, Any]:
-    """The data section without the keys that do not change the samples (``DATA_NON_CONTENT_KEYS``)."""
-    return {k: v for k, v in config_to_dict(data).items() if k not in DATA_NON_CONTENT_KEYS}
+    """What determines the samples: the data section without ``DATA_NON_CONTENT_KEYS``, plus the *contents* of the
+    suite and feedback recipes it names (a recipe file edited between two runs makes different galaxies under
+    the same names: the identity, hence :func:`data_hash`, must change with it)."""
+    ident = {k: v for k, v in config_to_dict(data).items() if k not in DATA_NON_CONTENT_KEYS}
+    ident["recipes"] = recipe_contents(data.suites, data.feedbacks)
+    return ident
+
+
+def recipe_contents(suites: list[str], feedbacks: list[str]) -> dict[str, dict[str, Any]]:
+    """Parsed suite and feedback recipes by name (comments and key order do not count)."""
+    # Lazy: the recipes are read by the mocks layer; the schema itself does not depend on it.
+    from galmass.mocks.suites import load_feedback, load_suite
+
+    return {"suites": {str(n): dataclasses.asdict(load_suite(n)) for n in suites},
+            "feedbacks": {str(n): dataclasses.asdict(load_feedback(n)) for n in feedbacks}}
 
 
 def data_hash(data: DataConfig | Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ from conftest import TINY_DATA, run_cmd
 from galmass.config import data_hash, load_config
 from galmass.datasets import DatasetError, ShardedDataset, load_manifest
 from galmass.mocks.generate import generate_dataset, plan_shards
+from galmass.mocks.suites import CONFIG_DIR
 
 
 def _cfg(path, *extra):
@@ -88,3 +89,20 @@ def test_foreign_shard_with_a_receipt_of_another_plan_is_refused(tiny_dataset, t
 
 def test_plan_counts_match_the_manifest(tiny_dataset):
     assert len(plan_shards(_cfg(tiny_dataset))) == len(load_manifest(tiny_dataset)["shards"])
+
+
+def test_edited_recipe_changes_the_hash_and_is_refused_on_resume(tmp_path):
+    """A suite file edited between two runs makes other galaxies under the same name: never mixed."""
+    recipe = tmp_path / "my_suite.yaml"
+    shutil.copyfile(CONFIG_DIR / "suites" / "compact.yaml", recipe)
+    out = tmp_path / "d"
+    suites = f"--data.suites=[{recipe}]"
+    before = data_hash(_cfg(out, suites))
+    generate_dataset(_cfg(out, suites), workers=1, progress=False, task_id=0, num_tasks=4)
+    recipe.write_text(recipe.read_text().replace("size_k: 0.008", "size_k: 0.009"))
+    assert data_hash(_cfg(out, suites)) != before
+    with pytest.raises(DatasetError, match="recipes"):
+        generate_dataset(_cfg(out, suites), workers=1, progress=False)
+    edited = data_hash(_cfg(out, suites))
+    recipe.write_text(recipe.read_text() + "# a comment changes nothing\n")
+    assert data_hash(_cfg(out, suites)) == edited
