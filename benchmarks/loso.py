@@ -68,7 +68,8 @@ def run_held_out(held: str, a: argparse.Namespace, out: Path) -> dict[str, Path]
     results = {}
     for name, (data, extra) in runs.items():
         run = out / "runs" / f"{held}-{name}"
-        galmass("train", *base, *data, *extra, f"--train.run_dir={run}")
+        if not (run / "done.json").exists():  # a finished run is final (and recipes may have moved on since)
+            galmass("train", *base, *data, *extra, f"--train.run_dir={run}")
         ev = run / f"eval-only-{held}"
         if not (ev / "residuals.npz").exists():
             galmass("evaluate", "--run", str(run), "--data", str(test_dir), "--out", str(ev))
