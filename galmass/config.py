@@ -565,8 +565,14 @@ def recipe_contents(suites: list[str], feedbacks: list[str]) -> dict[str, dict[s
     # Lazy: the recipes are read by the mocks layer; the schema itself does not depend on it.
     from galmass.mocks.suites import load_feedback, load_suite
 
-    return {"suites": {str(n): dataclasses.asdict(load_suite(n)) for n in suites},
-            "feedbacks": {str(n): dataclasses.asdict(load_feedback(n)) for n in feedbacks}}
+    out: dict[str, dict[str, Any]] = {"suites": {}, "feedbacks": {}}
+    for key, names, load in (("suites", suites, load_suite), ("feedbacks", feedbacks, load_feedback)):
+        for n in names:
+            try:
+                out[key][str(n)] = dataclasses.asdict(load(n))
+            except ConfigError as err:
+                raise ConfigError(f"data.{key}: {err}") from None
+    return out
 
 
 def data_hash(data: DataConfig | Mapping[str, Any]) -> str:

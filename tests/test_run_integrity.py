@@ -42,6 +42,8 @@ def test_corrupt_validation_shard_stops_training_before_any_file(tiny_dataset, t
 
 def test_data_settings_that_do_not_match_the_dataset_are_refused(tiny_dataset, tmp_path):
     proc = run_cmd(train_cmd(tiny_dataset, tmp_path / "run", "--data.suites=[compct]"), check=False)
+    assert proc.returncode == 2 and "data.suites: unknown suites name 'compct'. Did you mean 'compact'" in proc.stderr
+    proc = run_cmd(train_cmd(tiny_dataset, tmp_path / "run", "--data.suites=[median]"), check=False)  # real, other
     assert proc.returncode == 2 and "data.suites" in proc.stderr and "different data config" in proc.stderr
     assert not (tmp_path / "run" / "config.yaml").exists()
 
