@@ -121,8 +121,8 @@ def main() -> None:
     wall = time.time() - t0
     lines = [f"# Leave-one-{a.axis}-out", "", f"Machine: {machine()}; load {load_average()}", "",
              f"Cells: configs/transfer.yaml with {a.galaxies} galaxies × {a.projections} projections per suite × "
-             f"feedback cell, ≤ {a.epochs} epochs; {a.axis}s {held_values}, feedback models {FEEDBACKS}"
-             if a.axis == "suite" else f"suites {SUITES}.",
+             f"feedback cell, ≤ {a.epochs} epochs; held out by {a.axis}: {held_values}; suites {SUITES}, feedback "
+             f"models {FEEDBACKS}.",
              f"Wall time of this run (steps already done are skipped): {wall / 60:.1f} min. Errors: bootstrap over "
              f"test galaxies ({a.boot} resamples, paired across models).",
              f"Reproduce: `python benchmarks/loso.py --axis {a.axis} --options {','.join(a.options)} "

@@ -34,8 +34,8 @@ from galmass.metrics.estimators import ESTIMATORS, estimator_log_mass
 from galmass.naming import slug
 from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["CatalogueError", "Target", "assess", "check_range", "joint_distance", "load_model", "predict", "add_arguments",
-           "main", "MIN_STARS"]
+__all__ = ["CatalogueError", "Target", "assess", "check_range", "joint_distance", "load_model", "predict",
+           "add_arguments", "main", "MIN_STARS"]
 
 MIN_STARS = 10
 """Fewer members than this give no meaningful dispersion: an error even with --force (models trained on fewer
@@ -144,10 +144,11 @@ def _check(t: Target, blob: dict[str, Any], need_gas: bool) -> None:
         t.errors.append(f"{n} member stars: the model was trained on catalogues of {lo_n}–{hi_n} stars. HINT: "
                         + ("a catalogue this small constrains little" if n < lo_n else
                            "subsample the catalogue to the trained maximum (keep the best-measured stars)"))
-    m = s["members"]
-    cx, cy = estimate_centre(t.cat.x_kpc[m], t.cat.y_kpc[m])
-    off = float(np.hypot(cx, cy)) / float(s["rh_kpc"])
     recentred = bool(dc.get("recentre", False))
+    # A recentring observer step has already estimated the members' centre; otherwise estimate it here.
+    m = s["members"]
+    cx, cy = (s["centre_x_kpc"], s["centre_y_kpc"]) if recentred else estimate_centre(t.cat.x_kpc[m], t.cat.y_kpc[m])
+    off = float(np.hypot(cx, cy)) / float(s["rh_kpc"])
     msg = (f"the catalogue origin (the given centre) is {off:.2f} R_h from the stars' own centre"
            + (" (the model recentres on the stars, as in training)" if recentred else ""))
     # Far off, the given centre (or the catalogue) is wrong even if the model recentres: the user should know.
