@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev,mpi,slurm,dali,sim
+EXTRAS ?= dev,mpi,slurm,dali,sim,jam
 BIN    := $(VENV)/bin
 
 .PHONY: venv demo test clean-demo

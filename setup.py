@@ -44,6 +44,9 @@ setup(
         "bench": ["sbi>=0.23"],
         # Tipsy snapshots (NIHAO, gasoline/ChaNGa) for `galmass ingest`: read and written through pynbody (wheels).
         "sim": ["pynbody>=2.0"],
+        # The independent check of flattened mocks (tests/test_flattened.py): Cappellari's JAM and MGE fits.
+        # jampy 9 needs Python >= 3.12 (PEP 695 syntax); 8.1 is the newest that runs on 3.10-3.11.
+        "jam": ["jampy>=8.1,<9", "mgefit>=6.2"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "tarp>=0.1.1", "deprecation>=2.1"],
     },
     entry_points={"console_scripts": ["galmass=galmass.cli:main"]},

@@ -6,22 +6,48 @@ Generates the default map format (64x64, 64 projections, star pool 20000, 2000 g
 feedback models under benchmarks/_work/mock_throughput/ with each worker count (N★ log-uniform in the default
 data.n_stars range, binaries and contamination as in configs/production.yaml), plus one run at a fixed N★ = 3000,
 timing the whole `generate_dataset` call (drawing, Jeans solve, sampling, projections, maps, HDF5 writing,
-checksums, manifest). Writes benchmarks/results/mock_throughput.md with the machine named.
+checksums, manifest). Then, in the same run, the cost of the flattened-galaxy option: `observe_galaxy` (sampling,
+axisymmetric or spherical Jeans solve, all projections and maps) on the same drawn galaxies, spherical vs flattened
+(q = 0.7, beta_z = 0.15). Writes benchmarks/results/mock_throughput.md with the machine named.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import time
+
+import numpy as np
 
 from _common import ROOT, load_average, machine  # noqa: E402  (puts the repository on sys.path)
 
 from galmass.config import DataConfig  # noqa: E402
+from galmass.mocks import galaxy as galaxy_module  # noqa: E402
 from galmass.mocks.generate import generate_dataset  # noqa: E402
+from galmass.mocks.observe import observe_galaxy  # noqa: E402
+from galmass.mocks.suites import load_feedback, load_suite  # noqa: E402
 
 SUITES = ["compact", "median", "extended"]
 FEEDBACKS = ["cusp", "mild_core", "core", "dc14", "zhao"]
+
+
+def flattening_cost(n_galaxies: int = 12) -> tuple[float, float]:
+    """Seconds per galaxy of observe_galaxy (default map format), the same galaxies spherical and flattened."""
+    cfg = DataConfig(binary_fraction=0.3, contamination_fraction=0.05)
+    drawn = [galaxy_module.draw_galaxy(load_suite(SUITES[i % 3]), load_feedback(FEEDBACKS[i % 5]), 500 + i)
+             for i in range(n_galaxies)]
+    spherical = [dataclasses.replace(g, flattened=False, bvh=False, equilibrium_df=False) for g in drawn]
+    flattened = [dataclasses.replace(g, flattened=True, flat_q=0.7, flat_beta_z=0.15) for g in spherical]
+    out = []
+    for galaxies in (spherical, flattened):
+        galaxy_module.jeans_solution.cache_clear()
+        galaxy_module.axisymmetric_solution.cache_clear()
+        t0 = time.perf_counter()
+        for i, g in enumerate(galaxies):
+            observe_galaxy(g, cfg, np.random.default_rng(i))
+        out.append((time.perf_counter() - t0) / n_galaxies)
+    return out[0], out[1]
 
 
 def main() -> None:
@@ -62,6 +88,13 @@ def main() -> None:
     ]
     for w, s, n, dt, rate, per in rows:
         lines.append(f"| {w} | {s} | {n} | {dt:.1f} | {rate:.1f} | {per:.1f} |")
+    t_sph, t_flat = flattening_cost()
+    lines += ["", "Flattened galaxies (`flattened_fraction` of a suite; axisymmetric Jeans on a 370² grid), one core, "
+              "the same 12 drawn galaxies, `observe_galaxy` with the default map format:", "",
+              "| stars | s per galaxy | maps/s |", "|---|---|---|",
+              f"| spherical (Jeans-Gaussian) | {t_sph:.3f} | {DataConfig.projections / t_sph:.0f} |",
+              f"| flattened (q = 0.7, beta_z = 0.15) | {t_flat:.3f} | {DataConfig.projections / t_flat:.0f} |",
+              "", f"Ratio flattened / spherical: {t_flat / t_sph:.2f}."]
     lines += ["", "One sample = one projection: stars and gas sky maps (4 channels each) and phase-space maps.",
               "Reproduce: `python benchmarks/mock_throughput.py`."]
     text = "\n".join(lines) + "\n"

@@ -134,6 +134,12 @@ def main() -> None:
     root, out = Path(args.sweep), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plan = json.loads((root / "sweep.json").read_text())
+    missing = [f"{c['run_dir']}/eval-{d['name']}" for c in plan["cells"] for d in plan["datasets"]
+               if not (Path(c["run_dir"]) / f"eval-{d['name']}" / "residuals.npz").exists()]
+    if missing:  # a matrix with holes would print NaN gaps as if measured
+        raise SystemExit(f"transfer_report: {len(missing)} evaluation(s) missing, e.g. {missing[0]}/residuals.npz "
+                         f"(cells that failed to train have no done.json). HINT: rerun `galmass sweep "
+                         f"<sweep.yaml> --wait` (it resumes the missing cells), then this report")
     factors = [0.6 + 0.2 * i for i in range(10)]
     lines = ["# Cross-suite transfer: train cell × test cell", "", f"Machine: {machine()}; load {load_average()}", "",
              f"Sweep `{root}` ({len(plan['cells'])} cells, {len(plan['datasets'])} test sets). Errors: bootstrap "

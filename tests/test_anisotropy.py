@@ -182,8 +182,8 @@ def test_draws_keep_other_galaxies_bit_identical():
     base, cusp = load_suite("compact"), load_feedback("cusp")
     assert base.bvh_fraction == 0.0 and load_suite("median").bvh_fraction == 0.2
     assert load_suite("extended").bvh_fraction == 0.2
-    off = dataclasses.replace(base, bvh_fraction=0.0, df_fraction=0.0)
-    on = dataclasses.replace(base, bvh_fraction=0.5, df_fraction=0.0)
+    off = dataclasses.replace(base, bvh_fraction=0.0, df_fraction=0.0, flattened_fraction=0.0)
+    on = dataclasses.replace(base, bvh_fraction=0.5, df_fraction=0.0, flattened_fraction=0.0)
     chosen = 0
     for seed in range(200):
         g0, g1 = draw_galaxy(off, cusp, seed), draw_galaxy(on, cusp, np.random.SeedSequence(seed))

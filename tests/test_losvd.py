@@ -225,7 +225,8 @@ GOLDEN = {
 @pytest.mark.parametrize("key", list(GOLDEN))
 def test_df_fraction_zero_leaves_galaxies_and_stars_unchanged(key):
     suite, feedback, seed = key
-    spec = dataclasses.replace(load_suite(suite), df_fraction=0.0)
+    # flattened_fraction = 0 too: the golden stars predate that option (its own test: tests/test_flattened.py)
+    spec = dataclasses.replace(load_suite(suite), df_fraction=0.0, flattened_fraction=0.0)
     g0 = draw_galaxy(spec, load_feedback(feedback), seed)
     pos, vel = sample_stars(g0, 2000, np.random.default_rng(seed))
     got = [pos[0, 0], pos[1999, 2], vel[0, 0], vel[1999, 2], np.sum(pos), np.sum(vel**2)]

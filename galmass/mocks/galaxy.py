@@ -4,9 +4,10 @@ Components (all spherical except the gas disc, whose mass is counted inside sphe
 razor-thin):
 
 * dark matter: NFW or coreNFW (Read, Agertz & Collins 2016) with M200, c200, R200, r_c = eta R_h, n;
-* stars: Plummer sphere of mass M* and scale a = R_h (projected half-number radius of the whole population),
-  velocities from the spherical Jeans equation in the TOTAL mass, constant-beta, Osipkov–Merritt or
-  Baes & van Hese (2007) anisotropy;
+* stars: Plummer or two-power sphere of mass M* and scale a = R_h (projected half-number radius of the whole
+  population), velocities from the spherical Jeans equation in the TOTAL mass, constant-beta, Osipkov–Merritt or
+  Baes & van Hese (2007) anisotropy; or, for a fraction of galaxies, the same profile squashed into an oblate
+  spheroid with axisymmetric-Jeans velocities (the potential stays spherical: dark matter dominates dwarfs);
 * gas: razor-thin exponential disc of mass M_gas and scale R_d, random orientation, rotating at the circular
   speed of the total (spherical) mass with an asymmetric-drift correction, turbulence and non-equilibrium motions.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -25,6 +27,7 @@ from numpy.typing import ArrayLike, NDArray
 from galmass.mocks.suites import FeedbackSpec, SuiteSpec
 from galmass.physics.constants import G, LOG_R_GRID
 from galmass.physics.df import EddingtonDF, eddington_df
+from galmass.physics.axisymmetric import AxisymmetricJeans, sample_axisymmetric_velocities, solve_axisymmetric_jeans
 from galmass.physics.jeans import JeansSolution, solve_jeans
 from galmass.physics.profiles import (
     corenfw_mass,
@@ -38,7 +41,8 @@ from galmass.physics.profiles import (
 from galmass.physics.tracers import TwoPowerTracer
 from galmass.physics.scaling import c200_dutton_maccio, r200_from_m200, size_kravtsov, smhm_moster
 
-__all__ = ["Galaxy", "PARAM_NAMES", "draw_galaxy", "sample_stars", "sample_gas", "jeans_solution"]
+__all__ = ["Galaxy", "PARAM_NAMES", "draw_galaxy", "sample_stars", "sample_gas", "jeans_solution",
+           "axisymmetric_solution"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,15 @@ class Galaxy:
     ``bvh``)."""
     bvh_delta: float = 2.0
     """Baes & van Hese transition sharpness delta (> 0; used when ``bvh``)."""
+    flattened: bool = False
+    """True: the stars form an oblate spheroid (symmetry axis z) of axis ratio ``flat_q``, with velocities from the
+    axisymmetric Jeans equations with ``flat_beta_z``; it overrides ``om``, ``beta`` and ``r_a``. Set by
+    ``SuiteSpec.flattened_fraction``."""
+    flat_q: float = 1.0
+    """Intrinsic axis ratio of the stellar spheroid (used when ``flattened``): z is squashed by q, the major axis
+    keeps the spherical profile of scale ``a``."""
+    flat_beta_z: float = 0.0
+    """Constant beta_z = 1 - sigma_z^2 / sigma_R^2 (used when ``flattened``)."""
 
     # --- mass profile -------------------------------------------------------------------------------------------
     @property
@@ -171,8 +184,10 @@ class Galaxy:
 # equilibrium_df is how the velocities are sampled, not a parameter of the mass model: kept out so the stored
 # parameter table of every dataset stays bit-identical (it can be recomputed from the seed, see _flag_equilibrium_df).
 # The Baes & van Hese fields are kept out for the same reason (bit-identical tables for suites without them); they
-# too are recomputed from the seed (_flag_bvh). NOTE: a BvH galaxy's stored om / beta / r_a are then unused values.
-_NOT_STORED = ("equilibrium_df", "bvh", "bvh_beta0", "bvh_beta_inf", "bvh_r_a", "bvh_delta")
+# too are recomputed from the seed (_flag_bvh), as are the flattening fields (_flag_flattened). NOTE: a BvH or
+# flattened galaxy's stored om / beta / r_a are then unused values.
+_NOT_STORED = ("equilibrium_df", "bvh", "bvh_beta0", "bvh_beta_inf", "bvh_r_a", "bvh_delta", "flattened", "flat_q",
+               "flat_beta_z")
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Galaxy) if f.name not in _NOT_STORED)
 """Names of the entries of :meth:`Galaxy.params_vector`."""
 
@@ -238,8 +253,8 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
         dc14=feedback.profile == "dc14", zhao=feedback.profile == "zhao", halo_alpha=halo_shape[0],
         halo_beta=halo_shape[1], halo_gamma=halo_shape[2], light_beta=light_beta, light_gamma=light_gamma,
     )
-    # BvH first: its galaxies have no equilibrium DF, so they must be known before the DF flag is decided.
-    return _flag_equilibrium_df(_flag_bvh(galaxy, suite, seed), suite, seed)
+    # BvH, then flattening, then the DF: each later option applies only to galaxies the earlier ones left alone.
+    return _flag_equilibrium_df(_flag_flattened(_flag_bvh(galaxy, suite, seed), suite, seed), suite, seed)
 
 
 def _random_unit_vector(rng: np.random.Generator, n: int | None = None) -> NDArray[np.float64]:
@@ -252,12 +267,26 @@ def _random_unit_vector(rng: np.random.Generator, n: int | None = None) -> NDArr
     return out[0] if n is None else out
 
 
+def _spherical_density(galaxy: Galaxy) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
+    """The stars' spherical number-density profile (closed-form Plummer for the default shape)."""
+    if galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0:
+        return lambda r: plummer_density(r, galaxy.a)
+    return galaxy.tracer.density
+
+
 @functools.lru_cache(maxsize=32)
 def jeans_solution(galaxy: Galaxy) -> JeansSolution:
-    """sigma_r^2(r) of the Plummer stars in the galaxy's total mass (cached: Galaxy is frozen and hashable)."""
-    plummer = galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0
-    density = (lambda r: plummer_density(r, galaxy.a)) if plummer else galaxy.tracer.density
-    return solve_jeans(galaxy.mass, density, scale=galaxy.a, **galaxy.anisotropy_kwargs())
+    """sigma_r^2(r) of the spherical stars in the galaxy's total mass (cached: Galaxy is frozen and hashable)."""
+    return solve_jeans(galaxy.mass, _spherical_density(galaxy), scale=galaxy.a, **galaxy.anisotropy_kwargs())
+
+
+@functools.lru_cache(maxsize=8)
+def axisymmetric_solution(galaxy: Galaxy) -> AxisymmetricJeans:
+    """sigma_z^2(R, z), <v_phi^2>(R, z) of a flattened galaxy's stars in its (spherical) total mass (cached)."""
+    if not galaxy.flattened:
+        raise ValueError("axisymmetric_solution needs a flattened galaxy (Galaxy.flattened)")
+    return solve_axisymmetric_jeans(galaxy.mass, _spherical_density(galaxy), scale=galaxy.a, q=galaxy.flat_q,
+                                    beta_z=galaxy.flat_beta_z)
 
 
 _DF_SPAWN_KEY = 0x6466
@@ -266,6 +295,9 @@ spawn themselves (0, 1, ...), so it is independent of every other stream."""
 
 _BVH_SPAWN_KEY = 0x627668
 """Spawn key ('bvh') of the seed child that decides ``Galaxy.bvh`` and draws its four parameters."""
+
+_FLAT_SPAWN_KEY = 0x666C6174
+"""Spawn key ('flat') of the seed child that decides ``Galaxy.flattened`` and draws q and beta_z."""
 
 
 def _child_rng(seed: int | np.random.SeedSequence, key: int) -> np.random.Generator:
@@ -295,6 +327,22 @@ def _flag_bvh(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequen
                                bvh_delta=delta)
 
 
+def _flag_flattened(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequence) -> Galaxy:
+    """``galaxy``, flattened (oblate stars, axisymmetric Jeans) for a fraction ``suite.flattened_fraction``.
+
+    The three uniforms (choice, q, beta_z) come in a fixed order from an independent child of the galaxy seed, as
+    in :func:`_flag_bvh`: with flattened_fraction = 0 nothing is drawn. Baes & van Hese galaxies stay spherical.
+    """
+    if suite.flattened_fraction <= 0.0:
+        return galaxy
+    rng = _child_rng(seed, _FLAT_SPAWN_KEY)
+    chosen = bool(rng.random() < suite.flattened_fraction)
+    q, beta_z = _uniform(rng, suite.flattening_q_range), _uniform(rng, suite.flattening_beta_z_range)
+    if not chosen or galaxy.bvh:
+        return galaxy
+    return dataclasses.replace(galaxy, flattened=True, flat_q=q, flat_beta_z=beta_z)
+
+
 def _flag_equilibrium_df(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequence) -> Galaxy:
     """``galaxy``, with ``equilibrium_df`` set for a fraction ``suite.df_fraction`` of those that have such a DF.
 
@@ -303,12 +351,12 @@ def _flag_equilibrium_df(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random
     fixed order: with df_fraction = 0 nothing is drawn and the galaxy is unchanged. Eligible are Osipkov–Merritt
     and beta = 0 galaxies whose DF is non-negative (:func:`_stellar_df` raises otherwise: a cored light profile in
     a central cusp - NFW, or the gas disc, whose spherical M(<r) ∝ r^2 acts as one - has f(E) < 0 for the most
-    bound energies) and that are not Baes & van Hese; the others keep Jeans-Gaussian velocities.
+    bound energies) and that are neither Baes & van Hese nor flattened; the others keep Jeans-Gaussian velocities.
     """
     if suite.df_fraction <= 0.0:
         return galaxy
     chosen = bool(_child_rng(seed, _DF_SPAWN_KEY).random() < suite.df_fraction)
-    if not chosen or galaxy.bvh or not (galaxy.om or galaxy.beta == 0.0):
+    if not chosen or galaxy.bvh or galaxy.flattened or not (galaxy.om or galaxy.beta == 0.0):
         return galaxy
     try:
         _stellar_df(galaxy)  # cached for sample_stars
@@ -327,20 +375,20 @@ def _stellar_df(galaxy: Galaxy) -> EddingtonDF:
     if galaxy.bvh or not (galaxy.om or galaxy.beta == 0.0):
         what = "Baes & van Hese anisotropy" if galaxy.bvh else f"constant beta = {galaxy.beta}"
         raise ValueError(f"no equilibrium DF for {what}: isotropic or Osipkov–Merritt only")
-    plummer = galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0
-    density = (lambda r: plummer_density(r, galaxy.a)) if plummer else galaxy.tracer.density
-    return eddington_df(galaxy.mass, density, galaxy.a, r_a=galaxy.r_a if galaxy.om else None)
+    return eddington_df(galaxy.mass, _spherical_density(galaxy), galaxy.a, r_a=galaxy.r_a if galaxy.om else None)
 
 
 def sample_stars(
     galaxy: Galaxy, n: int, rng: np.random.Generator
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Sample n stars: Plummer positions and Gaussian velocities with the spherical-Jeans dispersions.
+    """Sample n stars: Plummer or two-power positions and Gaussian velocities with the spherical-Jeans dispersions.
 
     sigma_r(r) solves the Jeans equation in the total mass; sigma_theta = sigma_phi = sigma_r sqrt(1 - beta(r)),
     with beta(r) the galaxy's constant, Osipkov–Merritt or Baes & van Hese anisotropy.
     With ``galaxy.equilibrium_df`` the velocities come instead from the equilibrium DF at the same positions
-    (:func:`_stellar_df`), so the LOS velocity distributions are not Gaussian.
+    (:func:`_stellar_df`), so the LOS velocity distributions are not Gaussian. With ``galaxy.flattened`` the
+    positions are squashed along z by ``flat_q`` and the velocities follow the axisymmetric Jeans equations
+    (:func:`axisymmetric_solution`).
 
     Returns
     -------
@@ -355,6 +403,9 @@ def sample_stars(
     plummer = galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0
     r = plummer_radius_from_fraction(u, galaxy.a) if plummer else galaxy.tracer.sample_radii(u)
     rhat = _random_unit_vector(rng, n)
+    if galaxy.flattened:
+        pos = r[:, None] * rhat * np.array([1.0, 1.0, galaxy.flat_q])
+        return pos, sample_axisymmetric_velocities(axisymmetric_solution(galaxy), pos, rng)
     if galaxy.equilibrium_df:  # same positions, velocities from the equilibrium DF: non-Gaussian LOSVDs
         df = _stellar_df(dataclasses.replace(galaxy, equilibrium_df=False))
         return r[:, None] * rhat, df.velocities(r, rhat, rng)

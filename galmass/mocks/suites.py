@@ -103,6 +103,17 @@ class SuiteSpec:
     """Baes & van Hese transition radius r_a / R_h, drawn log-uniformly (> 0)."""
     bvh_delta_range: tuple[float, float] = (1.0, 3.0)
     """Baes & van Hese transition sharpness delta, drawn uniformly (> 0; 2 as Osipkov–Merritt)."""
+    flattened_fraction: float = 0.0
+    """Fraction of galaxies whose stars form an oblate spheroid of intrinsic axis ratio q (dSphs have projected
+    ellipticities 0.1-0.5, McConnachie 2012), with velocities from the cylindrically aligned axisymmetric Jeans
+    equations (:mod:`galmass.physics.axisymmetric`) and a constant beta_z, which replace the spherical anisotropy.
+    The choice and q, beta_z come from a child of the galaxy seed, so 0 (default) leaves every galaxy and star
+    bit-identical. Baes & van Hese galaxies stay spherical; flattened ones get no equilibrium DF."""
+    flattening_q_range: tuple[float, float] = (0.5, 1.0)
+    """Intrinsic axis ratio q of flattened galaxies, drawn uniformly in (0, 1]."""
+    flattening_beta_z_range: tuple[float, float] = (0.0, 0.3)
+    """Constant beta_z = 1 - sigma_z^2 / sigma_R^2 of flattened galaxies, drawn uniformly (< 1; JAM fits of
+    flattened early-type galaxies find 0-0.3, Cappellari 2008)."""
 
     def __post_init__(self) -> None:
         _check_range("log10_m200_range", self.log10_m200_range, 6.0, 15.0)
@@ -127,6 +138,14 @@ class SuiteSpec:
             raise ConfigError(f"df_fraction must be in [0, 1], got {self.df_fraction}. "
                               "HINT: 0 keeps Gaussian velocities")
         self._check_bvh()
+        if not 0.0 <= self.flattened_fraction <= 1.0:
+            raise ConfigError(f"flattened_fraction must be in [0, 1], got {self.flattened_fraction}. "
+                              "HINT: 0 keeps every galaxy spherical")
+        _check_range("flattening_q_range", self.flattening_q_range, 0.05, 1.0)
+        _check_range("flattening_beta_z_range", self.flattening_beta_z_range, -10.0)
+        if self.flattening_beta_z_range[1] >= 1.0:
+            raise ConfigError(f"flattening_beta_z_range = {self.flattening_beta_z_range}: beta_z must stay < 1 "
+                              "(sigma_z^2 = (1 - beta_z) sigma_R^2)")
         if not 0.0 < self.size_k < 1.0:
             raise ConfigError(f"size_k must be in (0, 1), got {self.size_k}. HINT: Kravtsov 2013 finds ~0.015")
         for key in ("c200_scatter_dex", "smhm_scatter_dex", "size_scatter_dex"):

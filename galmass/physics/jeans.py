@@ -36,7 +36,8 @@ from scipy.special import expit
 
 from galmass.physics.constants import G
 
-__all__ = ["JeansSolution", "solve_jeans", "projected_dispersion", "anisotropy", "bvh_log_integrating_factor"]
+__all__ = ["JeansSolution", "solve_jeans", "cumulative_from_outside", "projected_dispersion", "anisotropy",
+           "bvh_log_integrating_factor"]
 
 Profile = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 
@@ -73,6 +74,23 @@ def bvh_log_integrating_factor(r: ArrayLike, beta0: float, beta_inf: float, r_a:
     # accurate where x^delta << 1 (log1p-like), so the constant shift at small r is not lost to rounding.
     soft = np.logaddexp(0.0, float(delta) * (lnr - np.log(float(r_a))))
     return 2.0 * float(beta0) * lnr + 2.0 * (float(beta_inf) - float(beta0)) / float(delta) * soft
+
+
+def cumulative_from_outside(h: NDArray[np.float64], du: float) -> NDArray[np.float64]:
+    """int_{u_i}^{u_last} h du on an even grid of step ``du``, along the last axis, for every grid point i.
+
+    Each segment treats h as a power law (exponential in u = ln r) between grid points: exact for power-law wings,
+    where the plain trapezoid would be off by ~k^2 du^2 / 12 (2e-4 for h ~ r^-6 at du = 0.008); the trapezoid is
+    used only where h is not positive or is flat to 1e-6.
+    """
+    h0, h1 = h[..., :-1], h[..., 1:]
+    positive = (h1 > 0) & (h0 > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lnratio = np.log(np.where(positive, h1, 1.0) / np.where(positive, h0, 1.0))
+    near_flat = ~positive | (np.abs(lnratio) < 1e-6)
+    seg = np.where(near_flat, 0.5 * (h1 + h0) * du, du * (h1 - h0) / np.where(near_flat, 1.0, lnratio))
+    inner = np.flip(np.cumsum(np.flip(seg, -1), axis=-1), -1)
+    return np.concatenate([inner, np.zeros_like(h[..., :1])], axis=-1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,15 +217,7 @@ def solve_jeans(
     g = f * nu * G * m / r**2
     h = g * r
     du = lnr[1] - lnr[0]
-    # Cumulative integral from the outside in, treating h as a power law in r between grid points (exact for the
-    # power-law wings; the plain trapezoid would be off by ~k^2 du^2 / 12 ~ 2e-4 where h ~ r^-6).
-    positive = (h[1:] > 0) & (h[:-1] > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lnratio = np.log(np.where(positive, h[1:], 1.0) / np.where(positive, h[:-1], 1.0))
-    near_flat = ~positive | (np.abs(lnratio) < 1e-6)
-    seg = np.where(near_flat, 0.5 * (h[1:] + h[:-1]) * du,
-                   du * (h[1:] - h[:-1]) / np.where(near_flat, 1.0, lnratio))
-    inner = np.concatenate([np.cumsum(seg[::-1])[::-1], [0.0]])
+    inner = cumulative_from_outside(h, du)
     # Power-law tail beyond r_max: g ~ r^s, int_rmax^inf g dr = g(r_max) r_max / (-s - 1).
     s = np.log(g[-1] / g[-2]) / du if g[-1] > 0 and g[-2] > 0 else -np.inf
     if not s < -1.0:
