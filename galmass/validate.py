@@ -30,7 +30,8 @@ import torch
 from galmass.datasets.integrity import sha256_file
 from galmass.models.io import ModelFileError, load_trained, to_torch
 from galmass.validation.generator import SetSpec, ValidationSet, get_set
-from galmass.validation.report import ObservedVariant, observe_set, render_markdown, score, set_summary
+from galmass.validation.report import (ObservedVariant, observe_set, render_markdown, score, set_summary,
+                                      width_ratio)
 from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["validate_run", "run_observer", "model_samples", "main"]
@@ -129,6 +130,12 @@ def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_star
         metrics["variants"][str(n)], arr, dt = _variant(model, blob, vset, n, n_samples, seed, keys)
         arrays.update(arr)
         t_sample += dt
+    if len(variants) >= 2:  # the same galaxies at the smallest and largest N★: how much the posterior narrows
+        lo, hi = min(variants), max(variants)
+        k = int(np.argmin(np.abs(np.asarray(metrics["variants"][str(lo)]["radii_factors"]) - 1.0)))
+        metrics["width_ratio"] = {"n_lo": lo, "n_hi": hi, "radius_factor": 1.0,
+                                  "n_galaxies": int(np.unique(arrays[f"n{lo}_galaxy"]).size),
+                                  "median_over_galaxies": width_ratio(arrays, lo, hi, k)}
     metrics["timing"] = {"set_s": round(t_set, 2), "sampling_s": round(t_sample, 2),
                          "total_s": round(time.perf_counter() - t0, 2)}
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"validate-{vset.name}"

@@ -18,7 +18,7 @@ from galmass.physics.jeans import projected_dispersion, solve_jeans
 from galmass.validation import SetSpec, get_set, load_set
 from galmass.validation.generator import (TRACERS, compatible_tracers, default_set_path, draw_params, family,
                                           galaxy_model, generate_galaxy, projected_half_ratio, sample_stars)
-from galmass.validation.report import DEFAULT_GEOMETRY, evaluate_sampler, observe_set, score
+from galmass.validation.report import DEFAULT_GEOMETRY, evaluate_sampler, observe_set, score, width_ratio
 
 pytest.importorskip("galpy")
 SMALL = SetSpec(n_galaxies=8, projections=2)
@@ -233,8 +233,20 @@ def test_score_counts_truths_inside_the_16_84_interval(small_set):
     direct = np.mean((obs.log_m_true >= lo) & (obs.log_m_true <= hi), axis=0)
     np.testing.assert_allclose(m["cnn"]["coverage68"], direct)
     np.testing.assert_allclose(m["cnn"]["rms"], np.sqrt(np.mean((np.median(samples, 0) - obs.log_m_true) ** 2, 0)))
+    np.testing.assert_allclose(m["cnn"]["width68"], 0.2, atol=0.02)  # 16–84 % of N(·, 0.1): 2 × 0.0994
     with pytest.raises(ValueError, match="HINT"):
         score(samples[:, :3], obs)
+
+
+def test_width_ratio_is_per_galaxy_then_median():
+    galaxy = np.array([0, 0, 1, 1, 2, 2])
+    zeros = np.zeros((6, 10))
+    widths_lo, widths_hi = np.array([0.2, 0.2, 0.4, 0.4, 0.1, 0.1]), np.array([0.1, 0.1, 0.1, 0.1, 0.09, 0.09])
+    arrays = {"n100_galaxy": galaxy, "n1000_galaxy": galaxy, "n100_p16": zeros, "n1000_p16": zeros,
+              "n100_p84": np.repeat(widths_lo[:, None], 10, 1), "n1000_p84": np.repeat(widths_hi[:, None], 10, 1)}
+    assert width_ratio(arrays, 100, 1000, 2) == pytest.approx(0.5)  # ratios 0.5, 0.25, 0.9 -> median 0.5
+    with pytest.raises(ValueError, match="both"):
+        width_ratio({**arrays, "n1000_galaxy": galaxy + 10}, 100, 1000, 2)
 
 
 # -- galmass validate on a tiny trained run -----------------------------------------------------------------------
@@ -260,6 +272,9 @@ def test_validate_command_on_a_tiny_run(tiny_dataset, small_set, tmp_path):
     dc = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["data_config"]
     assert m["observer"]["membership_clip"] == dc["membership_clip"] and m["observer"]["recentre"] == dc["recentre"]
     assert "RMS ratio" in (tmp_path / "val" / "validation.md").read_text()
+    assert "16–84 % width" in (tmp_path / "val" / "validation.md").read_text()
+    w = m["width_ratio"]
+    assert (w["n_lo"], w["n_hi"], w["n_galaxies"]) == (100, 1000, 8) and w["median_over_galaxies"] > 0
     post = np.load(tmp_path / "val" / "posteriors.npz")
     assert post["n100_p50"].shape == (16, 10) and np.all(post["n100_p16"] <= post["n100_p84"])
     bad = run_cmd([sys.executable, "-m", "galmass", "validate", str(tmp_path / "nope"), "--set",

@@ -117,7 +117,9 @@ def score(samples: NDArray[np.floating], obs: ObservedVariant, seed: int = 0) ->
     base, arrays = compute_metrics(s, obs.log_m_true, obs.sigma_kms, obs.rh_kpc, obs.log_m_true_est,
                                    np.random.default_rng(seed))
     cov68 = coverage(s, obs.log_m_true, [0.68])[0]
-    cnn = dict(base["cnn"], rms=_rms(arrays["cnn_residual"]), coverage68=[float(v) for v in cov68])
+    p16, p84 = np.percentile(s, [16.0, 84.0], axis=0)
+    cnn = dict(base["cnn"], rms=_rms(arrays["cnn_residual"]), coverage68=[float(v) for v in cov68],
+               width68=[float(v) for v in np.median(p84 - p16, axis=0)])
     est_rms, cnn_rms = _rms(arrays["estimator_residual"]), _rms(arrays["cnn_at_estimator_residual"])
     estimators = {}
     for j, (name, entry) in enumerate(base["estimators"].items()):
@@ -130,6 +132,25 @@ def score(samples: NDArray[np.floating], obs: ObservedVariant, seed: int = 0) ->
             "radii_factors": base["radii_factors"], "cnn": cnn, "estimators": estimators,
             "best_estimator": best, "rms_ratio_vs_best_estimator": float(ratio),
             "coverage": base["coverage"], "tarp": base["tarp"]}
+
+
+def width_ratio(arrays: dict[str, NDArray[Any]], lo: int, hi: int, radius_index: int) -> float:
+    """Median over galaxies of (median 16–84 % width at N★ = hi) / (the same at N★ = lo) at one radius.
+
+    ``arrays`` holds ``n<N>_p16``, ``n<N>_p84`` [catalogues, radii] and ``n<N>_galaxy`` for both N★ (the layout of
+    posteriors.npz); each galaxy is observed along the same lines of sight at both N★, so the ratio says how much
+    the posterior narrows with 10× more stars for the same galaxies (1/sqrt(10) = 0.32 for a statistics-limited
+    Gaussian measurement).
+    """
+    per_n = []
+    for n in (lo, hi):
+        w = arrays[f"n{n}_p84"][:, radius_index] - arrays[f"n{n}_p16"][:, radius_index]
+        g = arrays[f"n{n}_galaxy"]
+        per_n.append({int(k): float(np.median(w[g == k])) for k in np.unique(g)})
+    common = sorted(set(per_n[0]) & set(per_n[1]))
+    if not common:
+        raise ValueError(f"no galaxy is observed at both N★ = {lo} and {hi}")
+    return float(np.median([per_n[1][k] / per_n[0][k] for k in common]))
 
 
 def evaluate_sampler(sampler: Sampler, vset: ValidationSet, n_stars: Sequence[int] | None = None, *,
@@ -200,8 +221,9 @@ def _variant_lines(key: str, m: dict[str, Any]) -> list[str]:
              f"{m['posterior_samples']} posterior draws)", "",
              "| r / R_h | " + _fmt(f, 1) + " |", "|---" * (len(f) + 1) + "|"]
     for stat, label in (("bias", "bias [dex]"), ("scatter", "scatter [dex]"), ("rms", "RMS [dex]"),
-                        ("coverage68", "68 % coverage")):
-        lines.append(f"| {label} | " + _fmt(m["cnn"][stat]) + " |")
+                        ("coverage68", "68 % coverage"), ("width68", "16–84 % width [dex]")):
+        if stat in m["cnn"]:
+            lines.append(f"| {label} | " + _fmt(m["cnn"][stat]) + " |")
     lines += ["", "| estimator | r / R_h | bias | scatter | RMS | posterior bias | scatter | RMS |",
               "|---|---|---|---|---|---|---|---|"]
     for name, e in m["estimators"].items():
@@ -219,4 +241,9 @@ def render_markdown(metrics: dict[str, Any], title: str = "Independent validatio
     lines = [f"# {title}", ""] + _set_lines(metrics["set"])
     for key, m in metrics["variants"].items():
         lines += _variant_lines(key, m)
+    if "width_ratio" in metrics:
+        w = metrics["width_ratio"]
+        lines += [f"Posterior 16–84 % width at {w['radius_factor']:.1f} R_h, N★ = {w['n_hi']} ÷ N★ = {w['n_lo']}, "
+                  f"median over {w['n_galaxies']} galaxies: **{w['median_over_galaxies']:.2f}** "
+                  "(1/√10 = 0.32 for a purely statistical error).", ""]
     return "\n".join(lines)
