@@ -1,11 +1,12 @@
 """Batch `galmass predict` throughput: catalogues/s with the model loaded once, ÷ one catalogue per command.
 
-Usage:  python benchmarks/predict_throughput.py [--run RUN] [--catalogues 1000] [--stars 100] [--samples 1000]
+Usage:  python benchmarks/predict_throughput.py [--run RUN ...] [--catalogues 1000] [--stars 100] [--samples 1000]
 
 Writes one table of N catalogues of ~``--stars`` stars (mock dwarfs of the median suite, 20 lines of sight each)
 under benchmarks/_work/predict/, then times (1) one `predict` call on the whole table (model loaded once,
 catalogues batched, no PNGs) and (2) the same catalogues one per `galmass predict` command (a new process and a
-model load each: what a user's shell loop does), on the first ``--single`` of them. Both in this one run.
+model load each: what a user's shell loop does), on the first ``--single`` of them. Several ``--run`` (e.g. the
+same network with ``model.flow_passes`` null and 2) are timed batched in this one run, so their ratio is fair.
 Writes benchmarks/results/predict_throughput.md with the machine named. Default model: the shipped one.
 """
 
@@ -42,53 +43,75 @@ def write_table(path, n_cat: int, n_stars: int, seed: int = 0) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", default=None)
-    ap.add_argument("--catalogues", type=int, default=1000)
-    ap.add_argument("--stars", type=int, default=100)
-    ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--single", type=int, default=10, help="catalogues timed one per command")
-    a = ap.parse_args()
-    work = ROOT / "benchmarks" / "_work" / "predict"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    table = work / "table.csv"
-    write_table(table, a.catalogues, a.stars)
-    model = ["--run", a.run] if a.run else []
+def _time_batch(table, out, samples: int, model: list[str]) -> float:
+    """Wall seconds of one `predict` call on the whole table (model loaded once, catalogues batched)."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--stars", str(table), "--out", str(work / "batch"), "--samples", str(a.samples),
-                              "--no-plot", "--force", *model])
+    args = parser.parse_args(["--stars", str(table), "--out", str(out), "--samples", str(samples), "--no-plot",
+                              "--force", *model])
     t0 = time.perf_counter()
     run(args)
-    batch_s = time.perf_counter() - t0
+    return time.perf_counter() - t0
 
-    singles = []
+
+def _time_single(work, table, samples: int, model: list[str], n: int) -> tuple[int, float]:
+    """(catalogues, seconds per catalogue) with one `galmass predict` command per catalogue (a user's shell loop)."""
     text = table.read_text().splitlines()
-    names = list(dict.fromkeys(ln.split(",", 1)[0] for ln in text[1:]))[: a.single]
+    names = list(dict.fromkeys(ln.split(",", 1)[0] for ln in text[1:]))[:n]
     for name in names:
         one = work / f"{name}.csv"
         one.write_text("\n".join([text[0]] + [ln for ln in text[1:] if ln.startswith(name + ",")]) + "\n")
     t0 = time.perf_counter()
     for name in names:
         subprocess.run([sys.executable, "-m", "galmass", "predict", "--stars", str(work / f"{name}.csv"), "--out",
-                        str(work / f"single-{name}"), "--samples", str(a.samples), "--no-plot", "--force", *model],
+                        str(work / f"single-{name}"), "--samples", str(samples), "--no-plot", "--force", *model],
                        check=True, capture_output=True)
-    single_s = (time.perf_counter() - t0) / len(names)
-    batch_rate = a.catalogues / batch_s
+    return len(names), (time.perf_counter() - t0) / len(names)
+
+
+def _flow_passes(run_dir: str | None) -> str:
+    """The model's ``model.flow_passes`` as the table shows it."""
+    from galmass.predict import load_model
+
+    passes = load_model(run_dir, None)[1].model.flow_passes
+    return "10 (autoregressive)" if passes is None else f"{passes} (coupling)" if passes == 2 else str(passes)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", action="append", default=None,
+                    help="trained run(s) to time, each in this one run (default: the shipped model)")
+    ap.add_argument("--catalogues", type=int, default=1000)
+    ap.add_argument("--stars", type=int, default=100)
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--single", type=int, default=10, help="catalogues timed one per command (first model)")
+    a = ap.parse_args()
+    work = ROOT / "benchmarks" / "_work" / "predict"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    table = work / "table.csv"
+    write_table(table, a.catalogues, a.stars)
+    runs = a.run or [None]
+    rows = ["| model | flow passes per transform | mode | catalogues | wall s | catalogues/s |", "|---|---|---|---|---|---|"]
+    rates = []
+    for k, r in enumerate(runs):
+        model = ["--run", r] if r else []
+        label = r or "shipped default"
+        batch_s = _time_batch(table, work / f"batch{k}", a.samples, model)
+        rates.append(a.catalogues / batch_s)
+        rows.append(f"| {label} | {_flow_passes(r)} | one `predict` call, batched | {a.catalogues} | {batch_s:.1f} | "
+                    f"{rates[-1]:.1f} |")
+    n_single, single_s = _time_single(work, table, a.samples, ["--run", runs[0]] if runs[0] else [], a.single)
+    rows.append(f"| {runs[0] or 'shipped default'} | {_flow_passes(runs[0])} | one `galmass predict` command per "
+                f"catalogue | {n_single} | {single_s * n_single:.1f} | {1 / single_s:.2f} |")
     lines = [
         "# Batch predict throughput (`galmass predict`)", "",
         f"Machine: {machine()}; load {load_average()}", "",
-        f"Model: {a.run or 'the shipped default'}; {a.catalogues} catalogues of {a.stars} stars (median suite, "
-        f"cusp), {a.samples} posterior samples each, no PNGs. Wall time including reading, checks, maps, flow "
-        "sampling and writing each galaxy's posterior.json + samples.npz and the summary.", "",
-        "| mode | catalogues | wall s | catalogues/s |", "|---|---|---|---|",
-        f"| one `predict` call, batched | {a.catalogues} | {batch_s:.1f} | {batch_rate:.1f} |",
-        f"| one `galmass predict` command per catalogue | {len(names)} | {single_s * len(names):.1f} | "
-        f"{1 / single_s:.2f} |", "",
-        f"Ratio batched ÷ one per command: **{batch_rate * single_s:.0f}×** (measured in this one run).", "",
-        "Reproduce: `python benchmarks/predict_throughput.py" + (f" --run {a.run}" if a.run else "") + "`.",
+        f"{a.catalogues} catalogues of {a.stars} stars (median suite, cusp), {a.samples} posterior samples each, "
+        "no PNGs. Wall time including reading, checks, maps, flow sampling and writing each galaxy's "
+        "posterior.json + samples.npz and the summary.", "", *rows, "",
+        f"Ratio batched ÷ one per command (first model): **{rates[0] * single_s:.0f}×** (measured in this one run).",
+        "", "Reproduce: `python benchmarks/predict_throughput.py" + "".join(f" --run {r}" for r in a.run or []) + "`.",
     ]
     write_result("predict_throughput", "\n".join(lines) + "\n")
 

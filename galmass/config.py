@@ -196,6 +196,11 @@ class ModelConfig:
     """Number of autoregressive transforms."""
     flow_hidden: list[int] = field(default_factory=lambda: [128, 128])
     """Hidden layer widths of each transform's conditioner."""
+    flow_passes: int | None = None
+    """Network passes needed to invert one transform (zuko's ``passes``): null = one per label (fully
+    autoregressive), 2 = coupling layers (the labels split in two halves, the order alternating between transforms).
+    Drawing posterior samples inverts every transform, so its cost grows with the passes: 2 samples ~5x faster than
+    null for the 10 labels (``benchmarks/predict_throughput.py``); density evaluation (training) costs the same."""
     summaries: bool = True
     """Feed the members' hand-made summary statistics (σ in radius quartiles, radius quantiles, kurtosis, errors,
     ellipticity: ``galmass.datasets.schema.SUMMARY_NAMES``) to the fusion layer besides the maps (stars modes)."""
@@ -219,6 +224,9 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if not self.flow_hidden or min(self.flow_hidden) < 1:
             raise ConfigError(f"model.flow_hidden must list widths >= 1, got {self.flow_hidden}")
+        if self.flow_passes is not None and self.flow_passes < 1:
+            raise ConfigError(f"model.flow_passes must be >= 1 or null, got {self.flow_passes}. "
+                              "HINT: null = fully autoregressive, 2 = coupling layers")
         if not 0.0 <= self.label_noise_dex < 0.1:
             raise ConfigError(f"model.label_noise_dex must be in [0, 0.1) dex, got {self.label_noise_dex}")
         if self.ensemble < 1:
@@ -412,6 +420,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+    elif tp is type(None):  # an optional key (``X | None``): YAML null
+        if value is None:
+            return None
     elif tp is Any:
         return value
     else:  # pragma: no cover - schema author error

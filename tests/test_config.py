@@ -72,10 +72,19 @@ def test_dump_is_plain_yaml():
     ("--evaluate.posterior_samples=0", "posterior_samples"),
     ("--data.workers=-2", "workers"),
     ("--model.embed_dim=0", "embed_dim"),
+    ("--model.flow_passes=0", "flow_passes"),
+    ("--model.flow_passes=two", "flow_passes"),
 ])
 def test_values_that_would_crash_later_are_refused_at_load(override, key):
     with pytest.raises(ConfigError, match=key):
         load_config(None, [override])
+
+
+def test_optional_key_takes_null_and_round_trips():
+    """``model.flow_passes`` (int or null): null on the command line and in the dumped YAML stays None."""
+    assert load_config(None, ["--model.flow_passes=null"]).model.flow_passes is None
+    cfg = load_config(None, ["--model.flow_passes=2"])
+    assert yaml.safe_load(dump_config(cfg))["model"]["flow_passes"] == 2
 
 
 def test_duplicate_yaml_keys_are_an_error_naming_both_lines(tmp_path):

@@ -193,3 +193,17 @@ def test_rng_state_survives_checkpoint_roundtrip(tmp_path):
     state, _ = load_latest(tmp_path)  # weights_only=True: the snapshot must hold only safe types
     restore_rng_state(state["rng"])
     assert _draw() == expected
+
+
+@pytest.mark.parametrize("durable,min_fsyncs", [(True, 2), (False, 0)])
+def test_non_durable_writes_are_atomic_but_leave_the_fsync_to_the_caller(tmp_path, monkeypatch, durable, min_fsyncs):
+    import os
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    target = tmp_path / "a.json"
+    atomic_write_json(target, {"x": 1}, durable=durable)
+    assert json.loads(target.read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind
+    assert (len(calls) >= min_fsyncs) if durable else not calls  # file + directory, or none

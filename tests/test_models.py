@@ -108,3 +108,24 @@ def test_ensemble_is_a_mixture_of_independent_members():
     # Summaries enter the context: changing them changes it.
     b2 = dict(b, summary_stars=b["summary_stars"] + 1.0)
     assert not torch.allclose(net.context(b), net.context(b2))
+
+
+@pytest.mark.parametrize("passes,expected", [(None, 10), (2, 2)])
+def test_flow_passes_set_the_sampling_cost(passes, expected):
+    """Drawing a sample inverts each transform in ``passes`` conditioner calls (10 labels: 10 when fully
+    autoregressive, 2 for coupling layers); the draws are finite and the density is unchanged in form."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(tracer="stars", widths=[8], embed_dim=8, flow_hidden=[16], flow_transforms=3,
+                      flow_passes=passes)
+    net = MassPosterior(cfg, 16, NORM)
+    flow, b = net.members[0].flow, batch()
+    calls = []
+    for t in flow.transform.transforms:
+        if hasattr(t, "hyper"):
+            t.hyper.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        draws = flow(net.context(b)).sample((4,))
+    assert len(calls) == 3 * expected
+    assert draws.shape == (4, 3, 10) and torch.isfinite(draws).all()
+    calls.clear()
+    assert torch.isfinite(net(b)).all() and len(calls) == 3  # the density: one call per transform either way

@@ -64,7 +64,7 @@ class _Member(nn.Module):
             nn.Linear(fused_in, 2 * cfg.embed_dim), nn.SiLU(), nn.Linear(2 * cfg.embed_dim, cfg.embed_dim), nn.SiLU())
         flow_cls = {"maf": zuko.flows.MAF, "nsf": zuko.flows.NSF}[cfg.flow]
         self.flow = flow_cls(features=n_labels, context=cfg.embed_dim, transforms=cfg.flow_transforms,
-                             hidden_features=tuple(cfg.flow_hidden))
+                             hidden_features=tuple(cfg.flow_hidden), passes=cfg.flow_passes)
 
     def context(self, maps: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         feats = [self.encoders[k](x) for k, x in maps.items()] + [inputs]
