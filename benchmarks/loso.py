@@ -126,7 +126,7 @@ def main() -> None:
              f"Wall time of this run (steps already done are skipped): {wall / 60:.1f} min. Errors: bootstrap over "
              f"test galaxies ({a.boot} resamples, paired across models).",
              f"Reproduce: `python benchmarks/loso.py --axis {a.axis} --options {','.join(a.options)} "
-             f"--galaxies {a.galaxies} --epochs {a.epochs}`.", ""]
+             f"--galaxies {a.galaxies} --epochs {a.epochs}" + (f" --held {a.held}" if a.held else "") + "`.", ""]
     for h, res in results.items():
         lines += table(h, res, a.boot)
     write_result(a.name, "\n".join(lines) + "\n")

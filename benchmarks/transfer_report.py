@@ -106,22 +106,38 @@ def heatmap(m: dict, metric: int, radius: int, title: str, path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
+def _gap(m: dict, q: int, k: int, mask: np.ndarray) -> tuple[float, float, float, float]:
+    """Diagonal mean, masked off-diagonal mean, mean paired gap stat(cross_ij) − stat(in_jj) (stat = |·| for the
+    bias) and the error of that mean (entries treated as independent, each with its paired bootstrap error)."""
+    v = np.abs(m["val"][:, :, q, k]) if q == 0 else m["val"][:, :, q, k]
+    diag = np.diagonal(v)
+    gap = (v - diag[None, :])[mask]
+    err = np.sqrt(np.nansum(m["gap_err"][:, :, q, k][mask] ** 2)) / mask.sum()
+    return float(np.nanmean(diag)), float(np.nanmean(v[mask])), float(np.nanmean(gap)), float(err)
+
+
 def summary_rows(m: dict, factors: list[float]) -> list[str]:
-    """Per radius: in-suite (diagonal mean) and cross-suite (off-diagonal mean) values and their mean paired gap
-    stat(cross_ij) − stat(in_jj) (stat = |·| for the bias) ± the error of that mean (entries treated as
-    independent, each with its paired bootstrap error)."""
-    T = m["val"].shape[0]
-    off = ~np.eye(T, dtype=bool)
+    """Per radius: in-suite (diagonal) and cross-suite (all off-diagonal) bias, scatter, coverage and their gap."""
+    off = ~np.eye(m["val"].shape[0], dtype=bool)
     rows = []
     for k, f in enumerate(factors):
-        cells = []
-        for q in range(3):
-            v = np.abs(m["val"][:, :, q, k]) if q == 0 else m["val"][:, :, q, k]
-            diag = np.diagonal(v)
-            gap = (v - diag[None, :])[off]
-            err = np.sqrt(np.nansum(m["gap_err"][:, :, q, k][off] ** 2)) / off.sum()
-            cells.append(f"{np.nanmean(diag):.3f} | {np.nanmean(v[off]):.3f} | {np.nanmean(gap):+.3f} ± {err:.3f}")
-        rows.append(f"| {f:.1f} | " + " | ".join(cells) + " |")
+        cells = [_gap(m, q, k, off) for q in range(3)]
+        rows.append(f"| {f:.1f} | " + " | ".join(f"{d:.3f} | {c:.3f} | {g:+.3f} ± {e:.3f}" for d, c, g, e in cells)
+                    + " |")
+    return rows
+
+
+def breakdown_rows(m: dict, factors: list[float]) -> list[str]:
+    """Per radius: the gaps of the off-diagonal entries split by what differs between train and test cell — the
+    suite only (same feedback model), the feedback model only (same suite), or both."""
+    suite = np.array([n["data.suites"][0] for n in m["names"]])
+    fb = np.array([n["data.feedbacks"][0] for n in m["names"]])
+    same_s, same_f = suite[:, None] == suite[None, :], fb[:, None] == fb[None, :]
+    masks = (~same_s & same_f, same_s & ~same_f, ~same_s & ~same_f)
+    rows = []
+    for k, f in enumerate(factors):
+        cells = [_gap(m, q, k, mask)[2:] for q in range(3) for mask in masks]
+        rows.append(f"| {f:.1f} | " + " | ".join(f"{g:+.3f} ± {e:.3f}" for g, e in cells) + " |")
     return rows
 
 
@@ -153,6 +169,11 @@ def main() -> None:
                   "| r/R_h | |bias| in | |bias| cross | gap | scatter in | scatter cross | gap | 68 % cov in | "
                   "68 % cov cross | gap |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += summary_rows(m, factors)
+        lines += ["", "Gap by what differs between the training and the test cell (same columns, gap only): the "
+                  "suite only (same feedback model), the feedback model only (same suite), or both.", "",
+                  "| r/R_h | |bias| gap: suite | feedback | both | scatter gap: suite | feedback | both | "
+                  "68 % cov gap: suite | feedback | both |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += breakdown_rows(m, factors)
         lines.append("")
         for q, metric in enumerate(METRICS):
             for k in RADII_SHOWN:
