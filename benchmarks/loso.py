@@ -10,7 +10,7 @@ configs/transfer.yaml scaled by ``--galaxies``:
     simulations achieves on the same test galaxies);
   * one model per option trained on all-but-S: ``plain``; ``mmd`` (train.adapt=mmd with only-S's *unlabelled* train
     split as the target domain; its test galaxies are never seen); ``ensemble`` (model.ensemble=3, calibration
-    alone);
+    alone); ``broad`` (feedback axis: all-but-S plus the Zhao family, γ 0–1.5 — a wider prior, not an adaptation);
   * every model evaluated on only-S's test split.
 Per radius: bias, scatter and 68 % coverage, each ± a bootstrap error over test galaxies, and the paired gap to
 the in-suite model. Every step is a `galmass` command (resumable: rerunning skips finished work). Writes
@@ -31,7 +31,11 @@ from transfer_report import bootstrap, load_eval  # noqa: E402
 
 SUITES = ["compact", "median", "extended"]
 FEEDBACKS = ["cusp", "core", "dc14"]
-OPTIONS = {"plain": [], "mmd": ["--train.adapt=mmd", "--train.adapt_weight=1.0"], "ensemble": ["--model.ensemble=3"]}
+OPTIONS = {"plain": [], "mmd": ["--train.adapt=mmd", "--train.adapt_weight=1.0"], "ensemble": ["--model.ensemble=3"],
+           "broad": []}
+BROAD = "zhao"
+"""``broad`` (feedback axis only): the plain model with the Zhao family (inner slope 0–1.5) added to the training
+cells — a wider halo prior instead of an adaptation term."""
 FACTORS = [0.6 + 0.2 * i for i in range(10)]
 
 
@@ -58,12 +62,14 @@ def run_held_out(held: str, a: argparse.Namespace, out: Path) -> dict[str, Path]
         return [f"--data.path={out / 'data' / name}", *sel]
 
     train_data, test_data = data_args(f"all-but-{held}", other), data_args(f"only-{held}", [held])
-    for d in (train_data, test_data):
+    broad_data = data_args(f"all-but-{held}+{BROAD}", other + [BROAD])
+    for d in (train_data, test_data) + ((broad_data,) if "broad" in a.options else ()):
         if not Path(d[0].split("=", 1)[1], "manifest.json").exists():
             galmass("mock", *base, *d)
     test_dir = out / "data" / f"only-{held}"
     runs = {"in-suite": (test_data, [])}
-    runs.update({opt: (train_data, OPTIONS[opt] + ([f"--train.adapt_target={test_dir}"] if opt == "mmd" else []))
+    runs.update({opt: (broad_data if opt == "broad" else train_data,
+                       OPTIONS[opt] + ([f"--train.adapt_target={test_dir}"] if opt == "mmd" else []))
                  for opt in a.options})
     results = {}
     for name, (data, extra) in runs.items():
@@ -112,6 +118,8 @@ def main() -> None:
     bad = [o for o in a.options if o not in OPTIONS]
     if bad:
         ap.error(f"unknown options {bad}; choose from {list(OPTIONS)}")
+    if "broad" in a.options and a.axis != "feedback":
+        ap.error("--options broad adds a feedback family: use it with --axis feedback")
     out = Path(a.out) / a.axis
     t0 = time.time()
     held_values = SUITES if a.axis == "suite" else FEEDBACKS
