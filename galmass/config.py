@@ -39,6 +39,7 @@ __all__ = [
     "dump_config",
     "RESUME_FREE_KEYS",
     "DATA_NON_CONTENT_KEYS",
+    "HASH_NEUTRAL_DEFAULTS",
     "data_identity",
     "data_hash",
     "config_diffs",
@@ -54,6 +55,9 @@ speed or where things are, not numerics (both loaders yield the same batches; th
 path are locations, and the dataset itself is identified by :func:`data_hash`, checked separately)."""
 
 DATA_NON_CONTENT_KEYS: tuple[str, ...] = ("path", "workers")
+HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"vary_fractions": False}
+"""Data keys added after datasets were made with them at this value (which reproduces those datasets exactly):
+left out of the identity while at it, so existing datasets and trained models keep their hash."""
 """Keys of the data section that do not change the generated samples (excluded from :func:`data_hash`)."""
 
 
@@ -133,6 +137,11 @@ class DataConfig:
     """Processes for generation; 0 means all local cores."""
     contamination_fraction: float = 0.0
     """Fraction of the observed stars that are foreground contaminants (0: none), in [0, 1)."""
+    vary_fractions: bool = False
+    """Draw each catalogue's binary and contamination fractions uniformly in [0, ``binary_fraction``] and
+    [0, ``contamination_fraction``] instead of using the same fractions for all: surveys range from multi-epoch,
+    proper-motion-cleaned samples (no binaries, no foreground) to single-epoch ones, and a model trained on one
+    fixed fraction is biased on samples with another (binaries inflate σ; the model learns to discount them)."""
     contamination_sigma_kms: float = 50.0
     """Line-of-sight velocity dispersion of the contaminants about the systemic velocity [km/s] (broad: a
     Milky-Way foreground is far hotter than a dwarf); they are spread uniformly over the sky map."""
@@ -143,6 +152,9 @@ class DataConfig:
         if not 0.0 <= self.contamination_fraction < 1.0:
             raise ConfigError(f"data.contamination_fraction must be in [0, 1), got {self.contamination_fraction}. "
                               "HINT: 0.1 means one observed star in ten is a foreground star")
+        if self.vary_fractions and not (self.binary_fraction or self.contamination_fraction):
+            raise ConfigError("data.vary_fractions is true but data.binary_fraction and data.contamination_fraction "
+                              "are both 0: nothing to vary. HINT: set their maxima, e.g. 0.5 and 0.1")
         if not self.contamination_sigma_kms > 0:
             raise ConfigError(f"data.contamination_sigma_kms must be > 0, got {self.contamination_sigma_kms}")
         if not self.gas_beam_fwhm_rh >= 0:
@@ -569,6 +581,9 @@ def data_identity(data: DataConfig) -> dict[str, Any]:
     suite and feedback recipes it names (a recipe file edited between two runs makes different galaxies under
     the same names: the identity, hence :func:`data_hash`, must change with it)."""
     ident = {k: v for k, v in config_to_dict(data).items() if k not in DATA_NON_CONTENT_KEYS}
+    for key, default in HASH_NEUTRAL_DEFAULTS.items():  # keys added later leave older datasets' hashes alone
+        if ident.get(key) == default:
+            del ident[key]
     ident["recipes"] = recipe_contents(data.suites, data.feedbacks)
     return ident
 
@@ -595,7 +610,8 @@ def data_hash(data: DataConfig | Mapping[str, Any]) -> str:
     Accepts a DataConfig or the identity mapping stored in a manifest (``manifest["config"]``).
     """
     ident = data_identity(data) if isinstance(data, DataConfig) else {
-        k: v for k, v in data.items() if k not in DATA_NON_CONTENT_KEYS}
+        k: v for k, v in data.items()
+        if k not in DATA_NON_CONTENT_KEYS and not (k in HASH_NEUTRAL_DEFAULTS and v == HASH_NEUTRAL_DEFAULTS[k])}
     text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -604,5 +620,9 @@ def config_diffs(old: Mapping[str, Any], new: Mapping[str, Any],
                  free: frozenset[tuple[str, str]] = RESUME_FREE_KEYS) -> list[str]:
     """``section.key: old → new`` for every key of ``new`` (a config dict) that differs from ``old``, except the
     ``free`` ones. Used wherever a stored config is compared with a new one (training resume, sweep cells)."""
-    return [f"{s}.{k}: {old.get(s, {}).get(k)!r} → {v!r}" for s, body in new.items() for k, v in body.items()
-            if (s, k) not in free and old.get(s, {}).get(k) != v]
+    def stored(s: str, k: str) -> Any:  # a data key added later reads as its neutral default in older configs
+        body = old.get(s, {})
+        return body[k] if k in body or s != "data" else HASH_NEUTRAL_DEFAULTS.get(k)
+
+    return [f"{s}.{k}: {stored(s, k)!r} → {v!r}" for s, body in new.items() for k, v in body.items()
+            if (s, k) not in free and stored(s, k) != v]

@@ -296,7 +296,8 @@ def predict(args: argparse.Namespace) -> Path:
         gdir = out / slug(t.cat.name)
         gdir.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez_compressed(buf, log10_mass_samples=samples, radii_kpc=factors * res["rh_kpc"], radii_factors=factors)
+        # Uncompressed: random float draws shrink only ~15 % and zlib took ~15 % of a batch predict's time.
+        np.savez(buf, log10_mass_samples=samples, radii_kpc=factors * res["rh_kpc"], radii_factors=factors)
         # Atomic renames without a per-file fsync (~8 ms each, more than the posterior itself); one sync below,
         # then the summary: a summary.json on disk means every galaxy's files are complete and durable.
         atomic_write_bytes(gdir / "samples.npz", buf.getvalue(), durable=False)

@@ -118,7 +118,8 @@ def test_projected_shape_is_the_intrinsic_axis_ratio_edge_on():
 
 
 def test_flattened_fraction_picks_galaxies_from_their_own_seed_child():
-    base = dataclasses.replace(load_suite("median"), flattened_fraction=0.0)
+    # df_fraction = 1: a flattened galaxy never takes DF velocities (no spherical DF for it), the others still can
+    base = dataclasses.replace(load_suite("median"), flattened_fraction=0.0, df_fraction=1.0)
     on = dataclasses.replace(base, flattened_fraction=0.5, flattening_q_range=(0.5, 0.9))
     fb = load_feedback("cusp")
     drawn = [(draw_galaxy(base, fb, s), draw_galaxy(on, fb, s)) for s in range(60)]
@@ -128,8 +129,9 @@ def test_flattened_fraction_picks_galaxies_from_their_own_seed_child():
     assert not any(b.bvh or b.equilibrium_df for b in flat)
     # the others are exactly the galaxies drawn without the option
     assert all(a == b for a, b in drawn if not b.flattened)
-    assert all(dataclasses.replace(b, flattened=False, flat_q=1.0, flat_beta_z=0.0) == a
-               for a, b in drawn if b.flattened)
+    assert all(dataclasses.replace(b, flattened=False, flat_q=1.0, flat_beta_z=0.0, equilibrium_df=a.equilibrium_df)
+               == a for a, b in drawn if b.flattened)
+    assert any(a.equilibrium_df for a, b in drawn if b.flattened)  # the DF flag was really dropped for those
 
 
 @pytest.mark.parametrize("bad", [{"flattened_fraction": 1.2}, {"flattening_q_range": (0.5, 1.2)},

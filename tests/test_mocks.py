@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import galmass.mocks.observe as observe_mod
-from galmass.config import ConfigError, DataConfig
+from galmass.config import ConfigError, DataConfig, config_diffs, config_to_dict, data_identity
 from galmass.maps import estimate_centre, membership
 from galmass.mocks.galaxy import PARAM_NAMES, draw_galaxy, sample_gas
-from galmass.mocks.observe import observe_galaxy
+from galmass.mocks.observe import draw_catalogue, observe_galaxy
 from galmass.mocks.projection import fibonacci_los, project, projection_basis
 from galmass.mocks.suites import available, load_feedback, load_suite
 from galmass.physics.constants import G, LOG_R_GRID, RADII_FACTORS
@@ -260,6 +260,38 @@ def test_contamination_membership_and_catalogue_sizes(specs):
     assert n.min() >= 15 and n.max() <= 2000 and n.max() / n.min() > 10  # log-uniform over two decades
     with pytest.raises(ConfigError, match="contamination_fraction"):
         DataConfig(contamination_fraction=1.0)
+
+
+def test_vary_fractions_draws_each_catalogue_its_own_contamination_and_binary_fractions():
+    """vary_fractions: fractions uniform in [0, max] per catalogue (some nearly clean, some near the maximum);
+    off: the same fraction in every catalogue, and no extra random draws (older datasets stay bit-identical)."""
+    rng0 = np.random.default_rng(0)
+    x, y = rng0.normal(0, 0.2, 5000), rng0.normal(0, 0.2, 5000)
+    v = rng0.normal(0, 1.0, 5000)  # cold members (1 km/s); contaminants are 50 km/s wide
+    base = dataclasses.replace(SMALL, n_stars=[400, 400], v_err_kms=[0.1, 0.1], contamination_fraction=0.5)
+
+    def hot_fractions(cfg: DataConfig, n: int = 120) -> np.ndarray:
+        rng = np.random.default_rng(1)
+        return np.array([np.mean(np.abs(draw_catalogue(x, y, v, cfg, rng, 0.2)[2]) > 8.0) for _ in range(n)])
+
+    # A contaminant lands beyond 8 km/s with probability 2 Φ(−8/50) = 0.873.
+    fixed = hot_fractions(base) / 0.873
+    varied = hot_fractions(dataclasses.replace(base, vary_fractions=True)) / 0.873
+    assert abs(fixed.mean() - 0.5) < 0.02 and fixed.std() < 0.05
+    assert abs(varied.mean() - 0.25) < 0.04 and varied.min() < 0.05 and varied.max() > 0.42
+    assert abs(varied.std() - 0.5 / np.sqrt(12)) < 0.03  # uniform on [0, 0.5]
+    # Binaries alone (no contamination): the catalogue's velocity spread varies with its own binary fraction.
+    binaries = dataclasses.replace(base, contamination_fraction=0.0, binary_fraction=1.0, vary_fractions=True)
+    rng = np.random.default_rng(2)
+    wide = [np.mean(np.abs(draw_catalogue(x, y, v, binaries, rng, 0.2)[2]) > 4.0) for _ in range(80)]
+    assert min(wide) < 0.5 * max(wide)
+    # Off by default and then absent from the data identity: hashes of datasets made before the key existed hold.
+    assert "vary_fractions" not in data_identity(base) and "vary_fractions" in data_identity(binaries)
+    old = {"data": {k: val for k, val in config_to_dict(base).items() if k != "vary_fractions"}}
+    assert config_diffs(old, {"data": config_to_dict(base)}) == []
+    assert config_diffs(old, {"data": config_to_dict(binaries)})
+    with pytest.raises(ConfigError, match="vary_fractions"):
+        DataConfig(vary_fractions=True)
 
 
 def test_dc14_feedback_galaxies_observe():

@@ -124,6 +124,7 @@ def draw_catalogue(x: NDArray[np.float64], y: NDArray[np.float64], v: NDArray[np
     3. Binomial(N★, ``cfg.contamination_fraction``) of the targets are foreground stars instead: uniform over the
        footprint, v ~ N(systemic, ``cfg.contamination_sigma_kms``);
     4. a fraction ``cfg.binary_fraction`` of the members are unresolved binaries (:mod:`galmass.mocks.binaries`);
+       with ``cfg.vary_fractions`` both fractions are drawn per catalogue, uniform in [0, the configured value];
     5. per-star errors: a catalogue error log-uniform in ``cfg.v_err_kms`` times a log-normal spread of
        ``cfg.v_err_scatter_dex``; v_obs = v + err · N(0, 1).
 
@@ -136,13 +137,16 @@ def draw_catalogue(x: NDArray[np.float64], y: NDArray[np.float64], v: NDArray[np
     inside = np.flatnonzero(R2 < fov * fov)
     if inside.size < 3:  # a footprint missing the galaxy (a tiny snapshot pool): take the three central stars
         inside = np.argsort(R2)[:3]
-    n_fg = int(min(rng.binomial(n_obs, cfg.contamination_fraction), n_obs - 3)) if cfg.contamination_fraction else 0
+    f_bin, f_fg = cfg.binary_fraction, cfg.contamination_fraction
+    if cfg.vary_fractions:  # drawn only when asked: fixed-fraction datasets keep their random stream
+        f_bin, f_fg = f_bin * float(rng.random()), f_fg * float(rng.random())
+    n_fg = int(min(rng.binomial(n_obs, f_fg), n_obs - 3)) if f_fg else 0
     n_mem = min(n_obs - n_fg, inside.size)
     w = (1.0 + R2[inside] / rh_kpc**2) ** (-bias)
     idx = rng.choice(inside, size=n_mem, replace=False, p=w / w.sum()) if bias > 0 else         rng.choice(inside, size=n_mem, replace=False)
     xs, ys, vs = x[idx], y[idx], v[idx].copy()
-    if cfg.binary_fraction > 0:
-        is_binary = rng.random(n_mem) < cfg.binary_fraction
+    if f_bin > 0:
+        is_binary = rng.random(n_mem) < f_bin
         vs[is_binary] += binary_velocities(int(is_binary.sum()), rng)
     if n_fg:
         r_fg, phi = fov * np.sqrt(rng.random(n_fg)), 2.0 * np.pi * rng.random(n_fg)
