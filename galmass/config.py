@@ -55,10 +55,10 @@ speed or where things are, not numerics (both loaders yield the same batches; th
 path are locations, and the dataset itself is identified by :func:`data_hash`, checked separately)."""
 
 DATA_NON_CONTENT_KEYS: tuple[str, ...] = ("path", "workers")
+"""Keys of the data section that do not change the generated samples (excluded from :func:`data_hash`)."""
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"vary_fractions": False}
 """Data keys added after datasets were made with them at this value (which reproduces those datasets exactly):
 left out of the identity while at it, so existing datasets and trained models keep their hash."""
-"""Keys of the data section that do not change the generated samples (excluded from :func:`data_hash`)."""
 
 
 class ConfigError(ValueError):
@@ -211,8 +211,8 @@ class ModelConfig:
     flow_passes: int | None = None
     """Network passes needed to invert one transform (zuko's ``passes``): null = one per label (fully
     autoregressive), 2 = coupling layers (the labels split in two halves, the order alternating between transforms).
-    Drawing posterior samples inverts every transform, so its cost grows with the passes: 2 samples ~5x faster than
-    null for the 10 labels (``benchmarks/predict_throughput.py``); density evaluation (training) costs the same."""
+    Drawing posterior samples inverts every transform, so its cost grows with the passes: 2 sampled ~4× faster than
+    null for the 10 labels (``benchmarks/results/flow_passes.md``); density evaluation (training) costs the same."""
     summaries: bool = True
     """Feed the members' hand-made summary statistics (σ in radius quartiles, radius quantiles, kurtosis, errors,
     ellipticity: ``galmass.datasets.schema.SUMMARY_NAMES``) to the fusion layer besides the maps (stars modes)."""
@@ -580,12 +580,15 @@ def data_identity(data: DataConfig) -> dict[str, Any]:
     """What determines the samples: the data section without ``DATA_NON_CONTENT_KEYS``, plus the *contents* of the
     suite and feedback recipes it names (a recipe file edited between two runs makes different galaxies under
     the same names: the identity, hence :func:`data_hash`, must change with it)."""
-    ident = {k: v for k, v in config_to_dict(data).items() if k not in DATA_NON_CONTENT_KEYS}
-    for key, default in HASH_NEUTRAL_DEFAULTS.items():  # keys added later leave older datasets' hashes alone
-        if ident.get(key) == default:
-            del ident[key]
+    ident = _content_keys(config_to_dict(data))
     ident["recipes"] = recipe_contents(data.suites, data.feedbacks)
     return ident
+
+
+def _content_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A data section without ``DATA_NON_CONTENT_KEYS`` and without keys at their ``HASH_NEUTRAL_DEFAULTS`` value."""
+    return {k: v for k, v in data.items()
+            if k not in DATA_NON_CONTENT_KEYS and not (k in HASH_NEUTRAL_DEFAULTS and v == HASH_NEUTRAL_DEFAULTS[k])}
 
 
 def recipe_contents(suites: list[str], feedbacks: list[str]) -> dict[str, dict[str, Any]]:
@@ -609,9 +612,7 @@ def data_hash(data: DataConfig | Mapping[str, Any]) -> str:
 
     Accepts a DataConfig or the identity mapping stored in a manifest (``manifest["config"]``).
     """
-    ident = data_identity(data) if isinstance(data, DataConfig) else {
-        k: v for k, v in data.items()
-        if k not in DATA_NON_CONTENT_KEYS and not (k in HASH_NEUTRAL_DEFAULTS and v == HASH_NEUTRAL_DEFAULTS[k])}
+    ident = data_identity(data) if isinstance(data, DataConfig) else _content_keys(data)
     text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
