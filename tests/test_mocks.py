@@ -297,7 +297,7 @@ def test_vary_fractions_draws_each_catalogue_its_own_contamination_and_binary_fr
 def test_dc14_feedback_galaxies_observe():
     dc14 = load_feedback("dc14")
     assert dc14.profile == "dc14"
-    g = draw_galaxy(load_suite("median"), dc14, 12)
+    g = draw_galaxy(dataclasses.replace(load_suite("median"), tidal_fraction=0.0), dc14, 12)  # untruncated: M200
     cusp = draw_galaxy(load_suite("median"), load_feedback("cusp"), 12)
     assert g.dc14 and not cusp.dc14 and g.m200 == cusp.m200
     x = np.log10(g.mstar / g.m200)

@@ -3,7 +3,8 @@
 Components (all spherical except the gas disc, whose mass is counted inside spheres exactly because it is
 razor-thin):
 
-* dark matter: NFW or coreNFW (Read, Agertz & Collins 2016) with M200, c200, R200, r_c = eta R_h, n;
+* dark matter: NFW or coreNFW (Read, Agertz & Collins 2016) with M200, c200, R200, r_c = eta R_h, n; DC14 or
+  Zhao; for a fraction of galaxies (satellites) tidally truncated by an exponential taper at r_t;
 * stars: Plummer or two-power sphere of mass M* and scale a = R_h (projected half-number radius of the whole
   population), velocities from the spherical Jeans equation in the TOTAL mass, constant-beta, Osipkov–Merritt or
   Baes & van Hese (2007) anisotropy; or, for a fraction of galaxies, the same profile squashed into an oblate
@@ -32,6 +33,7 @@ from galmass.physics.jeans import JeansSolution, solve_jeans
 from galmass.physics.profiles import (
     corenfw_mass,
     dc14_mass,
+    exp_tapered_mass,
     exponential_disc_mass,
     plummer_density,
     plummer_mass,
@@ -129,6 +131,11 @@ class Galaxy:
     keeps the spherical profile of scale ``a``."""
     flat_beta_z: float = 0.0
     """Constant beta_z = 1 - sigma_z^2 / sigma_R^2 (used when ``flattened``)."""
+    tidal: bool = False
+    """True: the dark halo is tidally truncated, its density tapered by exp(-r / ``tidal_rt``) (a satellite). Set by
+    ``SuiteSpec.tidal_fraction``."""
+    tidal_rt: float = 0.0
+    """Taper radius r_t [kpc] of a truncated halo (used when ``tidal``)."""
 
     # --- mass profile -------------------------------------------------------------------------------------------
     @property
@@ -137,7 +144,14 @@ class Galaxy:
         return TwoPowerTracer(2.0, self.light_beta, self.light_gamma, self.a)
 
     def dm_mass(self, r: ArrayLike) -> NDArray[np.float64]:
-        """Dark-matter mass inside radius r [kpc] -> [Msun] (coreNFW, n = 0 is exactly NFW; DC14; or Zhao)."""
+        """Dark-matter mass inside radius r [kpc] -> [Msun] (coreNFW, n = 0 is exactly NFW; DC14; or Zhao), tapered
+        by exp(-r / r_t) when ``tidal``."""
+        if self.tidal:
+            return exp_tapered_mass(r, self._isolated_dm_mass, self.tidal_rt)
+        return self._isolated_dm_mass(r)
+
+    def _isolated_dm_mass(self, r: ArrayLike) -> NDArray[np.float64]:
+        """The halo's mass inside r [kpc] before any tidal taper [Msun]."""
         if self.zhao:
             return zhao_mass(r, self.m200, self.c200, self.r200, self.halo_alpha, self.halo_beta, self.halo_gamma)
         if self.dc14:
@@ -184,10 +198,10 @@ class Galaxy:
 # equilibrium_df is how the velocities are sampled, not a parameter of the mass model: kept out so the stored
 # parameter table of every dataset stays bit-identical (it can be recomputed from the seed, see _flag_equilibrium_df).
 # The Baes & van Hese fields are kept out for the same reason (bit-identical tables for suites without them); they
-# too are recomputed from the seed (_flag_bvh), as are the flattening fields (_flag_flattened). NOTE: a BvH or
+# too are recomputed from the seed (_flag_bvh), as are the flattening (_flag_flattened) and tidal (_flag_tidal) fields. NOTE: a BvH or
 # flattened galaxy's stored om / beta / r_a are then unused values.
 _NOT_STORED = ("equilibrium_df", "bvh", "bvh_beta0", "bvh_beta_inf", "bvh_r_a", "bvh_delta", "flattened", "flat_q",
-               "flat_beta_z")
+               "flat_beta_z", "tidal", "tidal_rt")
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Galaxy) if f.name not in _NOT_STORED)
 """Names of the entries of :meth:`Galaxy.params_vector`."""
 
@@ -253,8 +267,10 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
         dc14=feedback.profile == "dc14", zhao=feedback.profile == "zhao", halo_alpha=halo_shape[0],
         halo_beta=halo_shape[1], halo_gamma=halo_shape[2], light_beta=light_beta, light_gamma=light_gamma,
     )
-    # BvH, then flattening, then the DF: each later option applies only to galaxies the earlier ones left alone.
-    return _flag_equilibrium_df(_flag_flattened(_flag_bvh(galaxy, suite, seed), suite, seed), suite, seed)
+    # The tidal taper first (it changes the mass, hence which DFs exist); then BvH, then flattening, then the DF:
+    # each later option applies only to galaxies the earlier ones left alone.
+    galaxy = _flag_bvh(_flag_tidal(galaxy, suite, seed), suite, seed)
+    return _flag_equilibrium_df(_flag_flattened(galaxy, suite, seed), suite, seed)
 
 
 def _random_unit_vector(rng: np.random.Generator, n: int | None = None) -> NDArray[np.float64]:
@@ -300,6 +316,10 @@ _FLAT_SPAWN_KEY = 0x666C6174
 """Spawn key ('flat') of the seed child that decides ``Galaxy.flattened`` and draws q and beta_z."""
 
 
+_TIDAL_SPAWN_KEY = 0x7469646C
+"""Spawn key ('tidl') of the seed child that decides ``Galaxy.tidal`` and draws r_t."""
+
+
 def _child_rng(seed: int | np.random.SeedSequence, key: int) -> np.random.Generator:
     """Generator on the child of ``seed`` with spawn key ``key``, built without advancing the caller's sequence."""
     seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
@@ -325,6 +345,22 @@ def _flag_bvh(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequen
         return galaxy
     return dataclasses.replace(galaxy, bvh=True, bvh_beta0=beta0, bvh_beta_inf=beta_inf, bvh_r_a=r_a,
                                bvh_delta=delta)
+
+
+def _flag_tidal(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequence) -> Galaxy:
+    """``galaxy``, with a tidally truncated halo for a fraction ``suite.tidal_fraction`` of galaxies.
+
+    The two uniforms (choice, r_t / R_h) come in a fixed order from an independent child of the galaxy seed, as in
+    :func:`_flag_bvh`: with tidal_fraction = 0 nothing is drawn and the galaxy is unchanged.
+    """
+    if suite.tidal_fraction <= 0.0:
+        return galaxy
+    rng = _child_rng(seed, _TIDAL_SPAWN_KEY)
+    chosen = bool(rng.random() < suite.tidal_fraction)
+    r_t = galaxy.a * _log_uniform(rng, suite.tidal_rt_over_rh_range)
+    if not chosen:
+        return galaxy
+    return dataclasses.replace(galaxy, tidal=True, tidal_rt=r_t)
 
 
 def _flag_flattened(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequence) -> Galaxy:

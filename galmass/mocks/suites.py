@@ -114,6 +114,15 @@ class SuiteSpec:
     flattening_beta_z_range: tuple[float, float] = (0.0, 0.3)
     """Constant beta_z = 1 - sigma_z^2 / sigma_R^2 of flattened galaxies, drawn uniformly (< 1; JAM fits of
     flattened early-type galaxies find 0-0.3, Cappellari 2008)."""
+    tidal_fraction: float = 0.0
+    """Fraction of galaxies whose dark halo is tidally truncated (satellites): its density is tapered by
+    exp(-r / r_t) (:func:`galmass.physics.profiles.exp_tapered_mass`), so the mass grows less beyond R_h than in
+    an isolated halo of the same inner shape. The choice and r_t come from a child of the galaxy seed, so 0
+    (default) leaves every galaxy and star bit-identical. Labels are the tapered (true) masses."""
+    tidal_rt_over_rh_range: tuple[float, float] = (3.0, 30.0)
+    """Taper radius r_t / R_h of truncated haloes, drawn log-uniformly (> 0). Jacobi radii of the Milky Way's
+    classical dSphs are a few to ~10 R_h (Peñarrubia, Navarro & McConnachie 2008, ApJ 673, 226); much below
+    ~3 R_h the stars themselves would be stripped."""
 
     def __post_init__(self) -> None:
         _check_range("log10_m200_range", self.log10_m200_range, 6.0, 15.0)
@@ -138,6 +147,10 @@ class SuiteSpec:
             raise ConfigError(f"df_fraction must be in [0, 1], got {self.df_fraction}. "
                               "HINT: 0 keeps Gaussian velocities")
         self._check_bvh()
+        if not 0.0 <= self.tidal_fraction <= 1.0:
+            raise ConfigError(f"tidal_fraction must be in [0, 1], got {self.tidal_fraction}. "
+                              "HINT: 0 keeps every halo untruncated")
+        _check_range("tidal_rt_over_rh_range", self.tidal_rt_over_rh_range, 1e-3)
         if not 0.0 <= self.flattened_fraction <= 1.0:
             raise ConfigError(f"flattened_fraction must be in [0, 1], got {self.flattened_fraction}. "
                               "HINT: 0 keeps every galaxy spherical")
