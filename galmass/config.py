@@ -297,8 +297,9 @@ class TrainConfig:
     Gaussian kernels) between the fusion embeddings of each training batch and of an equal batch of unlabelled
     target samples (``adapt_target``) to the loss, so the network learns features the two domains share."""
     adapt_target: str = ""
-    """Dataset directory of the unlabelled target domain (its train split is used, labels ignored); needed with
-    ``adapt``."""
+    """The unlabelled target domain, needed with ``adapt``: a dataset directory (its train split is used, labels
+    ignored) or the star catalogues you will predict on (a CSV in ``galmass predict``'s format, or a directory of
+    them; :mod:`galmass.target_domain`)."""
     adapt_weight: float = 1.0
     """Weight of the alignment term relative to the NLL."""
 
@@ -313,8 +314,9 @@ class TrainConfig:
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}. HINT: 1e-3 is a good start for AdamW")
         if self.adapt != "none" and not self.adapt_target:
-            raise ConfigError(f"train.adapt={self.adapt} needs train.adapt_target (a dataset directory of the target "
-                              "domain). HINT: --train.adapt_target=data/held_out_suite")
+            raise ConfigError(f"train.adapt={self.adapt} needs train.adapt_target (a dataset directory or star "
+                              "catalogues of the target domain). HINT: --train.adapt_target=data/held_out_suite "
+                              "or --train.adapt_target=my_dwarfs.csv")
         if self.adapt_weight < 0:
             raise ConfigError(f"train.adapt_weight must be >= 0, got {self.adapt_weight}")
         if self.keep_checkpoints < 1:

@@ -47,6 +47,7 @@ from galmass.datasets.integrity import manifest_hash
 from galmass.models import MassPosterior
 from galmass.models.io import build_model, save_model, to_torch
 from galmass.models.network import input_keys
+from galmass.target_domain import target_data
 from hpc import checkpoint as ckpt
 from hpc.atomic import DiskFullError, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader, dali_available
@@ -244,11 +245,13 @@ def build_session(cfg: Config, info: DistInfo, run_dir: Path, requeue: bool) -> 
 
 
 def _target_source(cfg: Config, info: DistInfo, manifest: dict[str, Any]) -> BatchSource | None:
-    """Unlabelled batches of the adaptation target (its train split, in its own shuffled order)."""
+    """Unlabelled batches of the adaptation target (a dataset's train split, or observed catalogues turned into
+    inputs with this run's map geometry; :mod:`galmass.target_domain`), in its own shuffled order."""
     if cfg.train.adapt == "none":
         return None
-    target = ShardedDataset(cfg.train.adapt_target, "train", input_keys(cfg.model), valid_only=False)
-    if int(target.manifest["npix"]) != int(manifest["npix"]):
+    target = target_data(cfg.train.adapt_target, cfg.data, input_keys(cfg.model), 2 * cfg.train.batch_size,
+                         cfg.train.seed)
+    if isinstance(target, ShardedDataset) and int(target.manifest["npix"]) != int(manifest["npix"]):
         raise DatasetError(f"{cfg.train.adapt_target}: maps of {target.manifest['npix']} px, the training data "
                            f"has {manifest['npix']} px. HINT: make the target with the same data.npix")
     return BatchSource(target, target.keys, cfg.train.batch_size, info.rank, info.world_size, cfg.train.seed + 1,
