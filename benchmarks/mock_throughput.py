@@ -6,10 +6,10 @@ Generates the default map format (64x64, 64 projections, star pool 20000, 2000 g
 feedback models under benchmarks/_work/mock_throughput/ with each worker count (N★ log-uniform in the default
 data.n_stars range, binaries and contamination as in configs/production.yaml), plus one-worker runs at fixed
 N★ = 100, 1000 and 3000, timing the whole `generate_dataset` call (drawing, Jeans solve, sampling, projections,
-maps, HDF5 writing, checksums, manifest). Then, in the same run, the cost of the flattened-galaxy option:
+maps, HDF5 writing, checksums, manifest). Then, in the same run, the cost of the per-galaxy options:
 `observe_galaxy` (sampling, axisymmetric or spherical Jeans solve, all projections and maps) on the same drawn
-galaxies, spherical vs flattened (q = 0.7, beta_z = 0.15). Writes benchmarks/results/mock_throughput.md with
-the machine named.
+galaxies, spherical vs flattened (q = 0.7, beta_z = 0.15) vs tidally truncated (r_t = 10 R_h). Writes
+benchmarks/results/mock_throughput.md with the machine named.
 """
 
 from __future__ import annotations
@@ -33,22 +33,32 @@ SUITES = ["compact", "median", "extended"]
 FEEDBACKS = ["cusp", "mild_core", "core", "dc14", "zhao"]
 
 
-def flattening_cost(n_galaxies: int = 12) -> tuple[float, float]:
-    """Seconds per galaxy of observe_galaxy (default map format), the same galaxies spherical and flattened."""
+VARIANTS = {
+    "spherical (Jeans-Gaussian)": lambda g: g,
+    "flattened (q = 0.7, beta_z = 0.15)":
+        lambda g: dataclasses.replace(g, flattened=True, flat_q=0.7, flat_beta_z=0.15),
+    "tidally truncated (r_t = 10 R_h)": lambda g: dataclasses.replace(g, tidal=True, tidal_rt=10.0 * g.a),
+}
+"""The per-galaxy options timed against the same spherical, isolated galaxies."""
+
+
+def option_cost(n_galaxies: int = 12) -> dict[str, float]:
+    """Seconds per galaxy of observe_galaxy (default map format) for each of ``VARIANTS`` of the same galaxies."""
     cfg = DataConfig(binary_fraction=0.3, contamination_fraction=0.05)
     drawn = [galaxy_module.draw_galaxy(load_suite(SUITES[i % 3]), load_feedback(FEEDBACKS[i % 5]), 500 + i)
              for i in range(n_galaxies)]
-    spherical = [dataclasses.replace(g, flattened=False, bvh=False, equilibrium_df=False) for g in drawn]
-    flattened = [dataclasses.replace(g, flattened=True, flat_q=0.7, flat_beta_z=0.15) for g in spherical]
-    out = []
-    for galaxies in (spherical, flattened):
-        galaxy_module.jeans_solution.cache_clear()
-        galaxy_module.axisymmetric_solution.cache_clear()
+    base = [dataclasses.replace(g, flattened=False, bvh=False, equilibrium_df=False, tidal=False, tidal_rt=0.0)
+            for g in drawn]
+    out = {}
+    for name, make in VARIANTS.items():
+        galaxies = [make(g) for g in base]
+        for cached in (galaxy_module.jeans_solution, galaxy_module.axisymmetric_solution, galaxy_module._taper_table):
+            cached.cache_clear()
         t0 = time.perf_counter()
         for i, g in enumerate(galaxies):
             observe_galaxy(g, cfg, np.random.default_rng(i))
-        out.append((time.perf_counter() - t0) / n_galaxies)
-    return out[0], out[1]
+        out[name] = (time.perf_counter() - t0) / n_galaxies
+    return out
 
 
 def main() -> None:
@@ -89,13 +99,13 @@ def main() -> None:
     ]
     for w, s, n, dt, rate, per in rows:
         lines.append(f"| {w} | {s} | {n} | {dt:.1f} | {rate:.1f} | {per:.1f} |")
-    t_sph, t_flat = flattening_cost()
-    lines += ["", "Flattened galaxies (`flattened_fraction` of a suite; axisymmetric Jeans on a 370² grid), one core, "
-              "the same 12 drawn galaxies, `observe_galaxy` with the default map format:", "",
-              "| stars | s per galaxy | maps/s |", "|---|---|---|",
-              f"| spherical (Jeans-Gaussian) | {t_sph:.3f} | {DataConfig.projections / t_sph:.0f} |",
-              f"| flattened (q = 0.7, beta_z = 0.15) | {t_flat:.3f} | {DataConfig.projections / t_flat:.0f} |",
-              "", f"Ratio flattened / spherical: {t_flat / t_sph:.2f}.", "",
+    cost = option_cost()
+    t_sph = cost[next(iter(VARIANTS))]
+    lines += ["", "Per-galaxy options (flattened: axisymmetric Jeans on a 370² grid; tidal: the exp(-r/r_t) halo "
+              "taper), one core, the same 12 drawn galaxies, `observe_galaxy` with the default map format:", "",
+              "| galaxies | s per galaxy | maps/s | ÷ spherical |", "|---|---|---|---|"]
+    lines += [f"| {name} | {t:.3f} | {DataConfig.projections / t:.0f} | {t / t_sph:.2f} |" for name, t in cost.items()]
+    lines += ["",
               "Before the issue-9 mocks (commit 3b7c4df: 3 suites x 4 Jeans-Gaussian feedback models, no observer "
               "steps, same map format; Intel Xeon 2-core VM, load ~3): 308 samples/s per core at N★ = 100, 217 at "
               "N★ = 1000 — compare the fixed-N★ rows above."]

@@ -34,8 +34,8 @@ from galmass.metrics.estimators import ESTIMATORS, estimator_log_mass
 from galmass.naming import slug
 from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, sync_all
 
-__all__ = ["CatalogueError", "Target", "assess", "check_range", "joint_distance", "load_model", "predict",
-           "add_arguments", "main", "MIN_STARS"]
+__all__ = ["CatalogueError", "Target", "assess", "check_range", "joint_distance", "load_model", "observe_catalogue",
+           "realisations", "predict", "add_arguments", "main", "MIN_STARS"]
 
 MIN_STARS = 10
 """Fewer members than this give no meaningful dispersion: an error even with --force (models trained on fewer
@@ -78,8 +78,8 @@ def load_model(run: str | None, name: str | None) -> tuple[Any, Any, dict[str, A
     return model, cfg, blob, f"shipped model '{name or DEFAULT}'"
 
 
-def _observe(cat: Catalogue, gas: Catalogue | None, dc: dict[str, Any], keep: np.ndarray, scale: float
-             ) -> dict[str, Any]:
+def observe_catalogue(cat: Catalogue, gas: Catalogue | None, dc: dict[str, Any], keep: np.ndarray, scale: float
+                      ) -> dict[str, Any]:
     """Model inputs of one realisation: the kept stars, positions scaled by ``scale`` (distance draw / nominal)."""
     gas_tuple = None
     if gas is not None:
@@ -163,7 +163,7 @@ def _check(t: Target, blob: dict[str, Any], need_gas: bool) -> None:
         t.errors.append("the model uses gas: give a gas catalogue (--gas) with this galaxy")
 
 
-def _realisations(t: Target, dc: dict[str, Any], k: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+def realisations(t: Target, dc: dict[str, Any], k: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     """K inputs, each with a distance draw and a membership draw (the nominal one when neither is uncertain)."""
     cat = t.cat
     uncertain = cat.distance_err_kpc > 0 or np.any((cat.p_member > 0) & (cat.p_member < 1))
@@ -177,7 +177,7 @@ def _realisations(t: Target, dc: dict[str, Any], k: int, rng: np.random.Generato
         keep = rng.random(cat.v_kms.size) < cat.p_member
         if np.count_nonzero(keep) < MIN_STARS:  # a draw too poor to observe: keep the likely members instead
             keep = cat.p_member >= 0.5
-        out.append(_observe(cat, t.gas, dc, keep, scale))
+        out.append(observe_catalogue(cat, t.gas, dc, keep, scale))
     return out
 
 
@@ -266,7 +266,7 @@ def assess(cat: Catalogue, gas: Catalogue | None, blob: dict[str, Any], need_gas
     """One galaxy's nominal model inputs (likely members, nominal distance) and every check's verdict."""
     t = Target(cat, gas, {})
     try:
-        t.nominal = _observe(cat, gas, blob["data_config"], cat.p_member >= 0.5, 1.0)
+        t.nominal = observe_catalogue(cat, gas, blob["data_config"], cat.p_member >= 0.5, 1.0)
     except ValueError as err:
         t.errors.append(str(err))
     else:
@@ -287,7 +287,7 @@ def predict(args: argparse.Namespace) -> Path:
     factors = np.asarray(blob["radii_factors"], dtype=np.float64)
     meta = {"model": described, "stars": str(args.stars), "gas": args.gas, "tracer": cfg.model.tracer,
             "seed": args.seed, "samples": args.samples, "realisations": args.realisations}
-    inputs = [_realisations(t, dc, args.realisations, np.random.default_rng([args.seed, i]))
+    inputs = [realisations(t, dc, args.realisations, np.random.default_rng([args.seed, i]))
               for i, t in enumerate(targets)]
     _seed_torch(args.seed)
     rows = []

@@ -4,12 +4,12 @@ Domain adaptation (``train.adapt: mmd``) aligns the network's embeddings of labe
 unlabelled maps of the domain it will be applied to. That domain may be another simulation suite (a dataset
 directory: its train split) or the galaxies a user actually observes: a star catalogue in the format of
 ``galmass predict`` (one CSV with a ``galaxy`` column, or a directory of CSVs; :mod:`galmass.catalogue`), turned
-into model inputs exactly as ``predict`` does (:func:`galmass.maps.observation_to_sample` with the training data's
+into model inputs by ``predict``'s own steps (:func:`galmass.predict.observe_catalogue` with the training data's
 map geometry and observer steps), held in memory.
 
-A handful of galaxies cannot fill a batch, so each catalogue contributes ``realisations`` inputs: membership draws
-by ``p_member`` when it has any uncertain members (as ``predict`` marginalises over them), otherwise copies — the
-MMD then weighs every observed galaxy equally.
+A handful of galaxies cannot fill a batch, so each catalogue contributes the same number of inputs: predict's
+realisations (:func:`galmass.predict.realisations`: membership draws by ``p_member``, distance draws) when it has
+uncertain members or distance, otherwise copies — the MMD then weighs every observed galaxy equally.
 """
 
 from __future__ import annotations
@@ -21,16 +21,13 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from galmass.catalogue import Catalogue, CatalogueError, read_catalogues
-from galmass.config import ConfigError, DataConfig
+from galmass.catalogue import CatalogueError, read_catalogues
+from galmass.config import ConfigError, DataConfig, config_to_dict
 from galmass.datasets import DatasetError, ShardedDataset
 from galmass.datasets.schema import MANIFEST
-from galmass.maps import observation_to_sample
+from galmass.predict import Target, observe_catalogue, realisations
 
 __all__ = ["CatalogueMaps", "catalogue_maps", "target_data"]
-
-MIN_MEMBERS = 20
-"""Fewest stars a membership draw may keep (below it the likely members, p_member >= 0.5, are used instead)."""
 
 
 class CatalogueMaps:
@@ -49,12 +46,6 @@ class CatalogueMaps:
         return {k: v[idx] for k, v in self.arrays.items()}
 
 
-def _observe(cat: Catalogue, data: DataConfig, keep: NDArray[np.bool_]) -> dict[str, Any]:
-    return observation_to_sample(cat.x_kpc[keep], cat.y_kpc[keep], cat.v_kms[keep], cat.v_err_kms[keep],
-                                 npix=data.npix, extent_rh=data.extent_rh, vmax_sigma=data.vmax_sigma,
-                                 membership_clip=data.membership_clip, recentre=data.recentre)
-
-
 def catalogue_maps(path: str | Path, data: DataConfig, keys: Sequence[str], min_samples: int,
                    seed: int = 0) -> CatalogueMaps:
     """Model inputs (``keys``) of every galaxy in the star catalogue(s) at ``path``, at least ``min_samples`` in all.
@@ -63,19 +54,16 @@ def catalogue_maps(path: str | Path, data: DataConfig, keys: Sequence[str], min_
     """
     rng = np.random.default_rng(seed)
     cats = read_catalogues(path, "stars", rng=rng)
+    dc = config_to_dict(data)
     k = max(1, math.ceil(min_samples / len(cats)))
     samples = []
     for name, cat in cats.items():
-        likely = cat.p_member >= 0.5
-        uncertain = bool(np.any((cat.p_member > 0) & (cat.p_member < 1)))
-        for _ in range(k):
-            keep = rng.random(cat.v_kms.size) < cat.p_member if uncertain else likely
-            if np.count_nonzero(keep) < MIN_MEMBERS:
-                keep = likely
-            try:
-                samples.append(_observe(cat, data, keep))
-            except ValueError as err:
-                raise CatalogueError(f"{path}: galaxy {name!r} cannot be observed: {err}") from None
+        try:
+            target = Target(cat, None, observe_catalogue(cat, None, dc, cat.p_member >= 0.5, 1.0))
+            draws = realisations(target, dc, k, rng)  # only the nominal input when nothing is uncertain
+        except ValueError as err:
+            raise CatalogueError(f"{path}: galaxy {name!r} cannot be observed: {err}") from None
+        samples += draws * (k // len(draws))
     return CatalogueMaps(samples, keys, list(cats))
 
 

@@ -52,7 +52,8 @@ def _write_dwarfs(path, n_stars=(150, 300, 80), seed=0):
         R = rh * np.sqrt(u / (1 - u))
         v = rng.normal(0.0, sigma, n)
         p = np.where(rng.random(n) < 0.3, 0.6, 1.0) if g == 2 else np.ones(n)
-        rows += [f"d{g},{r * np.cos(f):.5f},{r * np.sin(f):.5f},{vv:.3f},2.0,{pp}" for r, f, vv, pp in zip(R, phi, v, p)]
+        rows += [f"d{g},{r * np.cos(f):.5f},{r * np.sin(f):.5f},{vv:.3f},2.0,{pp}"
+                 for r, f, vv, pp in zip(R, phi, v, p)]
     path.write_text("\n".join(rows) + "\n")
     return path
 

@@ -33,6 +33,7 @@ from galmass.physics.jeans import JeansSolution, solve_jeans
 from galmass.physics.profiles import (
     corenfw_mass,
     dc14_mass,
+    exp_taper_table,
     exp_tapered_mass,
     exponential_disc_mass,
     plummer_density,
@@ -147,7 +148,7 @@ class Galaxy:
         """Dark-matter mass inside radius r [kpc] -> [Msun] (coreNFW, n = 0 is exactly NFW; DC14; or Zhao), tapered
         by exp(-r / r_t) when ``tidal``."""
         if self.tidal:
-            return exp_tapered_mass(r, self._isolated_dm_mass, self.tidal_rt)
+            return exp_tapered_mass(r, self._isolated_dm_mass, self.tidal_rt, _taper_table(self))
         return self._isolated_dm_mass(r)
 
     def _isolated_dm_mass(self, r: ArrayLike) -> NDArray[np.float64]:
@@ -198,8 +199,8 @@ class Galaxy:
 # equilibrium_df is how the velocities are sampled, not a parameter of the mass model: kept out so the stored
 # parameter table of every dataset stays bit-identical (it can be recomputed from the seed, see _flag_equilibrium_df).
 # The Baes & van Hese fields are kept out for the same reason (bit-identical tables for suites without them); they
-# too are recomputed from the seed (_flag_bvh), as are the flattening (_flag_flattened) and tidal (_flag_tidal) fields. NOTE: a BvH or
-# flattened galaxy's stored om / beta / r_a are then unused values.
+# too are recomputed from the seed (_flag_bvh), as are the flattening (_flag_flattened) and tidal (_flag_tidal)
+# fields. NOTE: a BvH or flattened galaxy's stored om / beta / r_a are then unused values.
 _NOT_STORED = ("equilibrium_df", "bvh", "bvh_beta0", "bvh_beta_inf", "bvh_r_a", "bvh_delta", "flattened", "flat_q",
                "flat_beta_z", "tidal", "tidal_rt")
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Galaxy) if f.name not in _NOT_STORED)
@@ -288,6 +289,12 @@ def _spherical_density(galaxy: Galaxy) -> Callable[[NDArray[np.float64]], NDArra
     if galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0:
         return lambda r: plummer_density(r, galaxy.a)
     return galaxy.tracer.density
+
+
+@functools.lru_cache(maxsize=32)
+def _taper_table(galaxy: Galaxy) -> NDArray[np.float64]:
+    """A truncated halo's ln M_t table (cached: ~35 mass calls per observed galaxy would each rebuild it)."""
+    return exp_taper_table(galaxy._isolated_dm_mass, galaxy.tidal_rt)
 
 
 @functools.lru_cache(maxsize=32)

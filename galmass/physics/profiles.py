@@ -29,6 +29,7 @@ __all__ = [
     "zhao_mass",
     "two_power_fraction",
     "exp_tapered_mass",
+    "exp_taper_table",
     "TAPER_GRID_KPC",
 ]
 
@@ -291,31 +292,37 @@ def dc14_mass(r: ArrayLike, m200: float, c200: float, r200: float, x_smhm: float
 
 
 TAPER_GRID_KPC: NDArray[np.float64] = np.geomspace(1e-6, 1e6, 8193)
-"""Radii [kpc] on which :func:`exp_tapered_mass` integrates (0.0034 in ln r: quadrature and log-log interpolation
-errors < 1e-5 relative, checked against scipy quad in tests/test_profiles.py)."""
+"""Radii [kpc] on which :func:`exp_taper_table` integrates (0.0034 in ln r: quadrature and log-log interpolation
+errors < 1e-5 relative, checked against scipy quad in tests/test_tidal.py)."""
 TAPER_GRID_KPC.flags.writeable = False
 
 
-def exp_tapered_mass(r: ArrayLike, mass: Callable[[NDArray[np.float64]], NDArray[np.float64]], r_t: float
-                     ) -> NDArray[np.float64]:
-    """Mass [Msun] inside r [kpc] of a density rho(r) exp(-r / r_t) whose untapered mass profile is ``mass``.
+def exp_taper_table(mass: Callable[[NDArray[np.float64]], NDArray[np.float64]], r_t: float) -> NDArray[np.float64]:
+    """ln M_t [ln Msun] on ``TAPER_GRID_KPC`` of a density rho(r) exp(-r / r_t) whose untapered mass is ``mass``.
 
     A tidally truncated halo (the exponential taper of Kazantzidis et al. 2004, ApJ 608, 663): tides strip a
     satellite's halo from the outside in, leaving its deeply embedded stars (Peñarrubia, Navarro & McConnachie
     2008, ApJ 673, 226). Integrating by parts, M_t(r) = M(r) e^{-r/r_t} + (1/r_t) ∫_0^r M(s) e^{-s/r_t} ds, so any
-    profile given only as M(r) can be tapered; the integral is a trapezoid over ``TAPER_GRID_KPC`` in ln s. Below
-    the grid (r < 1e-6 kpc) the taper is 1 to < 1e-6 / r_t; beyond it the mass has converged.
+    profile given only as M(r) can be tapered; the integral is a trapezoid in ln s.
     """
-    r = _radii(r)
     r_t = _positive("r_t", r_t, "the taper radius r_t is in kpc, > 0")
     s = TAPER_GRID_KPC
     taper = np.exp(-s / r_t)
     ms = np.asarray(mass(s), dtype=np.float64)
     f = ms * taper * s  # integrand in d ln s
     cumulative = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(s)))])
-    table = ms * taper + cumulative / r_t
+    return np.log(np.maximum(ms * taper + cumulative / r_t, 1e-300))
+
+
+def exp_tapered_mass(r: ArrayLike, mass: Callable[[NDArray[np.float64]], NDArray[np.float64]], r_t: float,
+                     table: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+    """Mass [Msun] inside r [kpc] of the exp(-r / r_t)-tapered profile ``mass`` (:func:`exp_taper_table`, or its
+    precomputed ``table``). Below the grid (r < 1e-6 kpc) the taper is 1 to < 1e-6 / r_t; beyond it the mass has
+    converged."""
+    r = _radii(r)
+    table = exp_taper_table(mass, r_t) if table is None else table
+    s = TAPER_GRID_KPC
     out = np.asarray(mass(r), dtype=np.float64).copy()
     inside = r >= s[0]
-    ln_r = np.log(np.clip(r[inside], s[0], s[-1]))
-    out[inside] = np.exp(np.interp(ln_r, np.log(s), np.log(np.maximum(table, 1e-300))))
+    out[inside] = np.exp(np.interp(np.log(np.clip(r[inside], s[0], s[-1])), np.log(s), table))
     return out
