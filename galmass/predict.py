@@ -7,7 +7,10 @@ model's training data (``galmass.maps.observation_to_sample`` with its ``members
 
 Uncertainties the catalogue carries are propagated, not ignored: the posterior pools ``--realisations``
 draws, each with its own distance (normal, ``distance_err_kpc``) and its own member list (each star kept with
-probability ``p_member``); the flow is sampled equally in each.
+probability ``p_member``); the flow is sampled equally in each. A model trained with observer inputs is told the
+sample's binary and foreground fractions (``--binary-fraction``, ``--foreground-fraction``; 0 and 0 for a
+multi-epoch, membership-cleaned sample); an unstated one is marginalised over its training range across the
+realisations (:mod:`galmass.observer`).
 
 Every galaxy is checked before any posterior is computed: too few stars, scalars (R_h, σ★, N★) outside the
 training range, a catalogue origin far from the stars' centre. Mild excursions are warnings recorded in
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from galmass import observer
 from galmass.catalogue import Catalogue, CatalogueError, read_catalogues
 from galmass.datasets.schema import SCALAR_NAMES
 from galmass.maps import estimate_centre, observation_to_sample
@@ -278,6 +282,10 @@ def predict(args: argparse.Namespace) -> Path:
     """Check every galaxy, then write one posterior per galaxy and the summary; returns the output directory."""
     model, cfg, blob, described = load_model(args.run, args.model)
     dc, need_gas = blob["data_config"], "gas" in cfg.model.tracer
+    stated, uses_observer = (args.binary_fraction, args.foreground_fraction), "observer" in model.input_keys
+    wrong = observer.check_stated(stated, dc, uses_observer, described)
+    if wrong:
+        raise CatalogueError("cannot predict (nothing written): " + "; ".join(wrong))
     targets = _targets(args, dc, need_gas, blob)
     bad = [f"  {t.cat.name}: " + "; ".join(t.errors) for t in targets if t.errors]
     if bad and (not args.force or any(not t.nominal for t in targets)):
@@ -286,9 +294,13 @@ def predict(args: argparse.Namespace) -> Path:
     out = _out_dir(args)
     factors = np.asarray(blob["radii_factors"], dtype=np.float64)
     meta = {"model": described, "stars": str(args.stars), "gas": args.gas, "tracer": cfg.model.tracer,
-            "seed": args.seed, "samples": args.samples, "realisations": args.realisations}
-    inputs = [realisations(t, dc, args.realisations, np.random.default_rng([args.seed, i]))
-              for i, t in enumerate(targets)]
+            "seed": args.seed, "samples": args.samples, "realisations": args.realisations,
+            "observer": observer.describe(stated, dc)}
+    inputs = []
+    for i, t in enumerate(targets):
+        rng = np.random.default_rng([args.seed, i])
+        draws = realisations(t, dc, args.realisations, rng)
+        inputs.append(observer.with_observer(draws, stated, dc, args.realisations, rng) if uses_observer else draws)
     _seed_torch(args.seed)
     rows = []
     for t, samples in zip(targets, _posteriors(model, inputs, args.samples)):
@@ -347,6 +359,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output directory (default ./predict-STEM)")
     p.add_argument("--samples", type=int, default=2000, help="posterior samples per galaxy")
     p.add_argument("--realisations", type=int, default=16, help="distance/membership draws pooled per galaxy")
+    p.add_argument("--binary-fraction", type=float, default=None,
+                   help="fraction of unresolved binaries in the sample (0 = multi-epoch cleaned; default: "
+                        "marginalised over the training range; models with observer inputs)")
+    p.add_argument("--foreground-fraction", type=float, default=None,
+                   help="fraction of foreground stars in the sample (0 = membership cleaned; default: marginalised)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plot", action="store_true", help="skip profile.png")
     p.add_argument("--force", action="store_true", help="predict outside the training range (recorded)")

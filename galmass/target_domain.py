@@ -25,6 +25,7 @@ from galmass.catalogue import CatalogueError, read_catalogues
 from galmass.config import ConfigError, DataConfig, config_to_dict
 from galmass.datasets import DatasetError, ShardedDataset
 from galmass.datasets.schema import MANIFEST
+from galmass.observer import with_observer
 from galmass.predict import Target, observe_catalogue, realisations
 
 __all__ = ["CatalogueMaps", "catalogue_maps", "target_data"]
@@ -61,6 +62,8 @@ def catalogue_maps(path: str | Path, data: DataConfig, keys: Sequence[str], min_
         try:
             target = Target(cat, None, observe_catalogue(cat, None, dc, cat.p_member >= 0.5, 1.0))
             draws = realisations(target, dc, k, rng)  # only the nominal input when nothing is uncertain
+            if "observer" in keys:  # what was done to real catalogues is unknown here: marginalised
+                draws = with_observer(draws, (None, None), dc, k, rng)
         except ValueError as err:
             raise CatalogueError(f"{path}: galaxy {name!r} cannot be observed: {err}") from None
         samples += draws * (k // len(draws))

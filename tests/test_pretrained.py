@@ -53,6 +53,7 @@ def test_shipped_default_model_matches_its_card_and_predicts():
     d = cfg.data
     s = observation_to_sample(x, y, v, 2.0, npix=d.npix, extent_rh=d.extent_rh, vmax_sigma=d.vmax_sigma,
                               membership_clip=d.membership_clip, recentre=d.recentre)
+    s["observer"] = np.zeros(2, dtype=np.float32)  # a cleaned sample, for a model conditioned on it
     batch = to_torch({k: np.asarray(s[k])[None] for k in model.input_keys}, __import__("torch").device("cpu"))
     samples = model.sample(batch, 200).numpy()
     assert samples.shape == (200, 1, 10) and np.all(np.isfinite(samples))

@@ -19,6 +19,7 @@ _EXPORTS = {
     "MAP_KEYS": "schema",
     "SAMPLE_KEYS": "schema",
     "SCALAR_NAMES": "schema",
+    "OBSERVER_NAMES": "schema",
     "TRACER_MODES": "schema",
     "tracer_keys": "schema",
     "scalar_index": "schema",

@@ -107,6 +107,7 @@ class ShardedDataset:
             raise DatasetError(f"{self.directory}: no shards for split {split!r}")
         if verify:
             verify_shards(self.directory, self.shards, self.manifest)
+        self._check_keys()
         counts = np.array([s["n"] for s in self.shards], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
         self._handles: dict[int, h5py.File] = {}
@@ -123,6 +124,18 @@ class ShardedDataset:
             self._subset = None if valid.all() else np.flatnonzero(valid)
         self.n_flagged = 0 if self._subset is None else int(self._offsets[-1] - len(self._subset))
         """Samples left out because of flagged labels."""
+
+    def _check_keys(self) -> None:
+        """Every requested dataset exists in the first shard (a shard written by an older galmass may lack one)."""
+        path = self.directory / self.shards[0]["file"]
+        try:
+            with h5py.File(path, "r") as fh:
+                missing = [k for k in self.keys if k not in fh]
+        except OSError as err:
+            raise DatasetError(f"{path}: cannot open ({err})") from None
+        if missing:
+            raise DatasetError(f"{path}: no dataset {missing} (the shard was written by an older galmass, before "
+                               "they existed). HINT: regenerate the dataset (`galmass mock` into a new data.path)")
 
     def __len__(self) -> int:
         return int(self._offsets[-1]) if self._subset is None else len(self._subset)

@@ -11,6 +11,8 @@ phase_stars            [n, 1, H, W]      stars R/R_h – v_los/σ★ PDF
 phase_gas              [n, 1, H, W]      gas R/R_h – v_los/v_rms PDF
 scalars                [n, 4]            log10 R_h [kpc], log10 σ★ [km/s], log10 v_rms,gas [km/s], log10 N★
 summary_stars          [n, 10]           scale-free summaries of the members (SUMMARY_NAMES)
+observer               [n, 2]            what the observer states about the sample (OBSERVER_NAMES): its fraction of
+                                         unresolved binaries and of foreground stars (the values a mock was drawn with)
 labels                 [n, 10]           log10 M_total(< f R_h) [Msun], f = 0.6 … 2.4
 meta/galaxy_id         [n] int64         galaxy identifier (unique in the dataset)
 meta/projection        [n] int32         line-of-sight index
@@ -40,6 +42,7 @@ __all__ = [
     "SAMPLE_KEYS",
     "SCALAR_NAMES",
     "SUMMARY_NAMES",
+    "OBSERVER_NAMES",
     "tracer_keys",
     "shard_name",
     "MANIFEST",
@@ -48,12 +51,19 @@ __all__ = [
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 MAP_KEYS = ("maps_stars", "maps_gas", "phase_stars", "phase_gas")
-SAMPLE_KEYS = MAP_KEYS + ("scalars", "summary_stars", "labels")
+SAMPLE_KEYS = MAP_KEYS + ("scalars", "summary_stars", "observer", "labels")
 SCALAR_NAMES = ("log10_rh_kpc", "log10_sigma_stars_kms", "log10_vrms_gas_kms", "log10_n_stars")
 SUMMARY_NAMES = ("sigma_q1_over_sigma", "sigma_q2_over_sigma", "sigma_q3_over_sigma", "sigma_q4_over_sigma",
                  "r25_over_rh", "r75_over_rh", "r90_over_rh", "kurtosis", "mean_err_over_sigma", "ellipticity")
 """``summary_stars`` columns (:func:`galmass.maps.summary_statistics`): σ in the four radius quartiles ÷ σ★, radii
 enclosing 25/75/90 % of the members ÷ R_h, velocity kurtosis, mean velocity error ÷ σ★, positional ellipticity."""
+
+OBSERVER_NAMES = ("binary_fraction", "foreground_fraction")
+"""``observer`` columns: the fraction of the observed stars that are unresolved binaries seen at one epoch, and the
+fraction that are foreground stars (``data.binary_fraction`` / ``data.contamination_fraction``, drawn per
+catalogue with ``data.vary_fractions``). A model with ``model.observer_inputs`` is conditioned on them: a
+multi-epoch, membership-cleaned sample states 0 and 0 (``galmass predict --binary-fraction 0
+--foreground-fraction 0``)."""
 
 TracerMode = Literal["stars", "gas", "gas+stars"]
 """Which tracers a model reads (the config's ``model.tracer``); the one definition of the modes."""

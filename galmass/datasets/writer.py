@@ -17,7 +17,8 @@ import numpy as np
 
 from galmass import __version__
 from galmass.datasets.integrity import sha256_file
-from galmass.datasets.schema import MANIFEST, SCALAR_NAMES, SCHEMA_VERSION, SUMMARY_NAMES, scalar_index
+from galmass.datasets.schema import (MANIFEST, OBSERVER_NAMES, SCALAR_NAMES, SCHEMA_VERSION, SUMMARY_NAMES,
+                                     scalar_index)
 from galmass.physics.constants import G, LOG_R_GRID, RADII_FACTORS
 from hpc.atomic import atomic_path, atomic_write_json
 
@@ -63,6 +64,8 @@ def write_shard_file(
             fh["scalars"].attrs["names"] = list(SCALAR_NAMES)
             fh.create_dataset("summary_stars", data=data["summary_stars"].astype(np.float32), track_times=False)
             fh["summary_stars"].attrs["names"] = list(SUMMARY_NAMES)
+            fh.create_dataset("observer", data=data["observer"].astype(np.float32), track_times=False)
+            fh["observer"].attrs["names"] = list(OBSERVER_NAMES)
             fh.create_dataset("labels", data=data["labels"].astype(np.float32), track_times=False)
             fh["labels"].attrs["radii_factors"] = RADII_FACTORS
             _write_meta(fh, data)
@@ -125,9 +128,11 @@ def normalisation_stats(directory: Path, entries: list[dict[str, Any]], split: s
         return out
 
     summaries = np.concatenate([_read_split(directory, e, "summary_stars") for e in entries if e["split"] == split])
+    observer = np.concatenate([_read_split(directory, e, "observer") for e in entries if e["split"] == split])
     return {
         "scalars": stats(s, corr=True),
         "summary_stars": stats(summaries),
+        "observer": stats(observer),
         "y_stars": stats(y - (2 * s[:, [scalar_index("log10_sigma_stars_kms")]] + rh - log_g), corr=True),
         "y_gas": stats(y - (2 * s[:, [scalar_index("log10_vrms_gas_kms")]] + rh - log_g), corr=True),
     }

@@ -18,8 +18,8 @@ MassProfile = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 
 __all__ = ["observe_galaxy", "observe_particles", "draw_catalogue", "OBSERVATION_KEYS"]
 
-OBSERVATION_KEYS = ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars", "summary_stars", "labels", "los",
-                    "projection", "n_stars")
+OBSERVATION_KEYS = ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars", "summary_stars", "observer",
+                    "labels", "los", "projection", "n_stars")
 
 
 def observe_galaxy(galaxy: Galaxy, cfg: DataConfig, rng: np.random.Generator) -> dict[str, NDArray]:
@@ -74,7 +74,8 @@ def observe_particles(
     -------
     dict
         "maps_stars" [P,4,H,W], "maps_gas" [P,4,H,W], "phase_stars" [P,1,H,W], "phase_gas" [P,1,H,W],
-        "scalars" [P,4], "summary_stars" [P,K], "labels" [P,10], "los" [P,3] (float32), "projection" [P],
+        "scalars" [P,4], "summary_stars" [P,K], "observer" [P,2] (the catalogue's binary and foreground fractions),
+        "labels" [P,10], "los" [P,3] (float32), "projection" [P],
         "n_stars" [P] (int32, members after clipping).
     """
     pos_stars = np.asarray(pos_stars, dtype=np.float64)
@@ -90,7 +91,8 @@ def observe_particles(
     parts = []
     for p in range(P):
         roll = 2.0 * np.pi * rng.random()
-        x, y, v, err = draw_catalogue(*project(pos_stars, vel_stars, los[p], roll), cfg, rng, field_rh_kpc)
+        x, y, v, err, fractions = draw_catalogue(*project(pos_stars, vel_stars, los[p], roll), cfg, rng,
+                                                 field_rh_kpc)
         gas_sky = None
         if gas is not None:
             gx, gy, gv = project(gas[0], gas[1], los[p], roll)
@@ -100,9 +102,11 @@ def observe_particles(
                                        membership_clip=cfg.membership_clip, recentre=cfg.recentre)
         sample["labels"] = np.log10(mass(RADII_FACTORS * sample["rh_kpc"]))
         sample["n_stars"] = sample["n_members"]
+        sample["observer"] = np.asarray(fractions)
         parts.append(sample)
     out = {k: np.stack([np.asarray(s[k]) for s in parts]).astype(np.float32)
-           for k in ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars", "summary_stars", "labels")}
+           for k in ("maps_stars", "maps_gas", "phase_stars", "phase_gas", "scalars", "summary_stars", "observer",
+                     "labels")}
     out.update(los=los.astype(np.float32), projection=np.arange(P, dtype=np.int32),
                n_stars=np.array([s["n_stars"] for s in parts], dtype=np.int32))
     return out
@@ -115,7 +119,8 @@ def _log_uniform(rng: np.random.Generator, lo_hi: list[float] | tuple[float, flo
 
 def draw_catalogue(x: NDArray[np.float64], y: NDArray[np.float64], v: NDArray[np.float64], cfg: DataConfig,
                    rng: np.random.Generator, rh_kpc: float
-                   ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+                   ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
+                              tuple[float, float]]:
     """One spectroscopic catalogue from projected pool stars (x, y [kpc], v [km/s]) as a survey would take it.
 
     1. N★ log-uniform in ``cfg.n_stars``; a footprint of radius log-uniform in ``cfg.selection_fov_rh`` × R_h;
@@ -128,7 +133,9 @@ def draw_catalogue(x: NDArray[np.float64], y: NDArray[np.float64], v: NDArray[np
     5. per-star errors: a catalogue error log-uniform in ``cfg.v_err_kms`` times a log-normal spread of
        ``cfg.v_err_scatter_dex``; v_obs = v + err · N(0, 1).
 
-    Returns x, y [kpc], v_obs [km/s] and the per-star errors [km/s] (the observer's catalogue).
+    Returns x, y [kpc], v_obs [km/s] and the per-star errors [km/s] (the observer's catalogue), and the
+    (binary, foreground) fractions it was drawn with (``schema.OBSERVER_NAMES``: what a model with
+    ``model.observer_inputs`` is told about the sample).
     """
     n_obs = int(round(_log_uniform(rng, cfg.n_stars)))
     fov = _log_uniform(rng, cfg.selection_fov_rh) * rh_kpc
@@ -155,4 +162,4 @@ def draw_catalogue(x: NDArray[np.float64], y: NDArray[np.float64], v: NDArray[np
         vs = np.concatenate([vs, float(np.mean(v[idx])) + cfg.contamination_sigma_kms * rng.standard_normal(n_fg)])
     n = xs.size
     err = _log_uniform(rng, cfg.v_err_kms) * 10.0 ** (cfg.v_err_scatter_dex * rng.standard_normal(n))
-    return xs, ys, vs + err * rng.standard_normal(n), err
+    return xs, ys, vs + err * rng.standard_normal(n), err, (f_bin, f_fg)

@@ -36,9 +36,11 @@ _SKY_CHANNELS, _PHASE_CHANNELS = 4, 1
 
 
 def input_keys(cfg: ModelConfig) -> tuple[str, ...]:
-    """The per-sample datasets a model with this config reads (maps of its tracers, scalars, summaries)."""
+    """The per-sample datasets a model with this config reads (maps of its tracers, scalars, summaries, and the
+    observer's stated binary / foreground fractions with ``model.observer_inputs``)."""
     uses_summaries = cfg.summaries and "stars" in cfg.tracer
-    return tracer_keys(cfg.tracer) + ("scalars",) + (("summary_stars",) if uses_summaries else ())
+    return (tracer_keys(cfg.tracer) + ("scalars",) + (("summary_stars",) if uses_summaries else ())
+            + (("observer",) if cfg.observer_inputs else ()))
 
 
 def _whitening(stats: dict[str, Any], noise_dex: float) -> torch.Tensor:
@@ -95,7 +97,8 @@ class MassPosterior(nn.Module):
         self.rcol = scalar_index("log10_rh_kpc")
         self.scalar_cols = [self.rcol, self.vcol] + ([scalar_index("log10_n_stars")] if "stars" in cfg.tracer else [])
         self._register_normalisation(cfg, normalisation, n_labels)
-        n_inputs = len(self.scalar_cols) + (self.u_mean.numel() if "summary_stars" in self.input_keys else 0)
+        n_inputs = (len(self.scalar_cols) + (self.u_mean.numel() if "summary_stars" in self.input_keys else 0)
+                    + (self.o_mean.numel() if "observer" in self.input_keys else 0))
         self.members = nn.ModuleList(
             [_Member(cfg, npix, self.map_keys, n_inputs, n_labels) for _ in range(cfg.ensemble)])
         self.npix = npix
@@ -111,6 +114,12 @@ class MassPosterior(nn.Module):
                              ("y_mean", torch.tensor(ys["mean"])), ("y_std", torch.tensor(ys["std"])),
                              ("chol", chol), ("chol_inv", torch.linalg.inv(chol))):
             self.register_buffer(name, values.to(torch.float32))
+        if cfg.observer_inputs:  # buffers only when used: model files without them keep loading
+            if "observer" not in norm:
+                raise ValueError("model.observer_inputs: the dataset's normalisation has no 'observer' statistics "
+                                 "(written by an older galmass). HINT: regenerate the dataset")
+            self.register_buffer("o_mean", torch.tensor(norm["observer"]["mean"], dtype=torch.float32))
+            self.register_buffer("o_std", torch.tensor(norm["observer"]["std"], dtype=torch.float32))
 
     # -- input preparation ---------------------------------------------------------------------------------------
     def _vscale(self, scalars: torch.Tensor) -> torch.Tensor:
@@ -131,6 +140,8 @@ class MassPosterior(nn.Module):
         inputs = [(scalars[:, self.scalar_cols] - self.s_mean) / self.s_std]
         if "summary_stars" in self.input_keys:
             inputs.append((batch["summary_stars"].float() - self.u_mean) / self.u_std)
+        if "observer" in self.input_keys:
+            inputs.append((batch["observer"].float() - self.o_mean) / self.o_std)
         return maps, torch.cat(inputs, dim=1)
 
     def context(self, batch: dict[str, torch.Tensor], member: int = 0) -> torch.Tensor:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from galmass.datasets.schema import OBSERVER_NAMES
 from galmass.maps import observation_to_sample
 from galmass.metrics.calibration import coverage
 from galmass.metrics.estimators import ESTIMATORS
@@ -44,7 +45,7 @@ DEFAULT_GEOMETRY: dict[str, Any] = {"npix": 64, "extent_rh": 4.0, "vmax_sigma": 
                                     "recentre": True}
 """Observer settings used by :func:`evaluate_sampler` when none are given (galmass's DataConfig defaults)."""
 
-_INPUT_KEYS = ("maps_stars", "phase_stars", "maps_gas", "phase_gas", "scalars", "summary_stars")
+_INPUT_KEYS = ("maps_stars", "phase_stars", "maps_gas", "phase_gas", "scalars", "summary_stars", "observer")
 
 
 @dataclass(eq=False)
@@ -95,6 +96,8 @@ def observe_set(vset: ValidationSet, n_stars: int, *, npix: int, extent_rh: floa
     rh = np.array([s["rh_kpc"] for s in samples])
     galaxy = vset.arrays["cat_galaxy"][idx]
     est_f = np.array([e.radius_factor for e in ESTIMATORS])
+    for s in samples:  # the generator makes no binaries and no foreground: an observer would state 0 and 0
+        s["observer"] = np.zeros(len(OBSERVER_NAMES), dtype=np.float32)
     inputs = {k: np.stack([np.asarray(s[k]) for s in samples]).astype(np.float32) for k in keys} if keys else None
     return ObservedVariant(
         n_stars=int(n_stars), index=idx, galaxy=galaxy, catalogues=catalogues, rh_kpc=rh,
