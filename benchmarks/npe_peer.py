@@ -142,6 +142,8 @@ def _validation_lines(posterior, model, cfg, args) -> list[str]:
 
     def cnn_sampler(cats):
         obs = [observation_to_sample(c.x_kpc, c.y_kpc, c.v_kms, c.v_err_kms, **geometry) for c in cats]
+        for o in obs:  # the generator makes no binaries and no foreground (as galmass validate states)
+            o["observer"] = np.zeros(2, dtype=np.float32)
         batch = {k: torch.as_tensor(np.stack([np.asarray(o[k]) for o in obs])) for k in model.input_keys}
         torch.manual_seed(args.seed)
         with torch.inference_mode():

@@ -29,12 +29,13 @@ import torch
 
 from galmass.datasets.integrity import sha256_file
 from galmass.models.io import ModelFileError, load_trained, to_torch
+from galmass.observer import describe, with_observer
 from galmass.validation.generator import SetSpec, ValidationSet, get_set
 from galmass.validation.report import (ObservedVariant, observe_set, render_markdown, score, set_summary,
                                       width_ratio)
 from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["validate_run", "run_observer", "model_samples", "main"]
+__all__ = ["validate_run", "run_observer", "model_samples", "marginal_samples", "main"]
 
 
 def run_observer(blob: dict[str, Any]) -> dict[str, Any]:
@@ -73,12 +74,40 @@ def _outside_training(obs: ObservedVariant, inputs: dict[str, np.ndarray], blob:
     return int(np.sum(np.any((s < lo[cols]) | (s > hi[cols]), axis=1)))
 
 
-def _variant(model, blob, vset: ValidationSet, n_stars: int, n_samples: int, seed: int, keys: tuple[str, ...]
-             ) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
+MARGINAL_REALISATIONS = 16
+"""Stratified draws of the observer fractions per catalogue when they are marginalised (as ``predict``'s default)."""
+
+
+def marginal_samples(model: torch.nn.Module, inputs: dict[str, np.ndarray], dc: dict[str, Any], n_samples: int,
+                     seed: int) -> np.ndarray:
+    """Posterior samples [S, N, 10] with the binary and foreground fractions unstated: each catalogue's inputs
+    repeated with ``MARGINAL_REALISATIONS`` stratified draws over the training range, their samples pooled."""
+    n, k = len(inputs["scalars"]), MARGINAL_REALISATIONS
+    rng = np.random.default_rng([seed, 1])
+    rep = {key: np.repeat(v, k, axis=0) for key, v in inputs.items()}
+    rep["observer"] = np.concatenate([np.stack([r["observer"] for r in with_observer([{}], (None, None), dc, k, rng)])
+                                      for _ in range(n)])
+    s = model_samples(model, rep, -(-n_samples // k), seed)  # [S/k, N·k, 10]
+    return s.reshape(s.shape[0], n, k, -1).transpose(0, 2, 1, 3).reshape(-1, n, s.shape[-1])[:n_samples]
+
+
+def _observer_note(keys: tuple[str, ...], marginalise: bool, dc: dict[str, Any]) -> str:
+    if "observer" not in keys:
+        return "none (the model marginalises over its training fractions)"
+    if marginalise:
+        return "unstated: " + ", ".join(f"{k} {v}" for k, v in describe((None, None), dc).items())
+    return "stated: binary_fraction 0, foreground_fraction 0 (the generator makes neither)"
+
+
+def _variant(model, blob, vset: ValidationSet, n_stars: int, n_samples: int, seed: int, keys: tuple[str, ...],
+             marginalise: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
     """Observe, sample and score one N★ variant; also the arrays for posteriors.npz and the sampling time."""
     obs = observe_set(vset, n_stars, keys=keys, **run_observer(blob))
     t0 = time.perf_counter()
-    samples = model_samples(model, obs.inputs, n_samples, seed + n_stars)
+    if marginalise and "observer" in keys:
+        samples = marginal_samples(model, obs.inputs, blob["data_config"], n_samples, seed + n_stars)
+    else:
+        samples = model_samples(model, obs.inputs, n_samples, seed + n_stars)
     dt = time.perf_counter() - t0
     metrics = score(samples, obs, seed)
     metrics["n_outside_training_range"] = _outside_training(obs, obs.inputs, blob)
@@ -91,7 +120,8 @@ def _variant(model, blob, vset: ValidationSet, n_stars: int, n_samples: int, see
 
 def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_stars: Sequence[int] | None = None, *,
                  n_samples: int = 400, seed: int = 0, out_dir: str | Path | None = None, regenerate: bool = False,
-                 workers: int | None = None, spec: SetSpec | None = None, progress: bool = False) -> dict[str, Any]:
+                 workers: int | None = None, spec: SetSpec | None = None, progress: bool = False,
+                 marginalise: bool = False) -> dict[str, Any]:
     """Grade ``run_dir`` on the validation set; write metrics.json, validation.md, posteriors.npz; return metrics.
 
     Parameters
@@ -110,6 +140,10 @@ def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_star
         Default ``RUN/validate-<set name>``.
     regenerate, workers, spec
         Regenerate the set even if the file exists; processes for generating it; its spec (default SetSpec()).
+    marginalise : bool
+        For a model with observer inputs: leave the binary and foreground fractions unstated (marginalised over the
+        training range, as ``predict`` does by default) instead of stating the set's 0 and 0; output then goes to
+        ``RUN/validate-<set name>-marginalised`` by default.
     """
     t0 = time.perf_counter()
     model, cfg, blob = load_trained(run_dir)
@@ -123,11 +157,12 @@ def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_star
     metrics: dict[str, Any] = {"run": str(run_dir), "model_sha256": sha256_file(Path(run_dir) / "best.pt"),
                                "tracer": cfg.model.tracer, "best_epoch": int(blob["epoch"]), "seed": seed,
                                "posterior_samples": n_samples, "observer": run_observer(blob),
+                               "observer_inputs": _observer_note(keys, marginalise, blob["data_config"]),
                                "set": set_summary(vset), "variants": {}}
     arrays: dict[str, np.ndarray] = {}
     t_sample = 0.0
     for n in variants:
-        metrics["variants"][str(n)], arr, dt = _variant(model, blob, vset, n, n_samples, seed, keys)
+        metrics["variants"][str(n)], arr, dt = _variant(model, blob, vset, n, n_samples, seed, keys, marginalise)
         arrays.update(arr)
         t_sample += dt
     if len(variants) >= 2:  # the same galaxies at the smallest and largest N★: how much the posterior narrows
@@ -138,7 +173,8 @@ def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_star
                                   "median_over_galaxies": width_ratio(arrays, lo, hi, k)}
     metrics["timing"] = {"set_s": round(t_set, 2), "sampling_s": round(t_sample, 2),
                          "total_s": round(time.perf_counter() - t0, 2)}
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"validate-{vset.name}"
+    suffix = "-marginalised" if marginalise and "observer" in keys else ""
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"validate-{vset.name}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez_compressed(buf, radii_factors=np.asarray(metrics["variants"][str(variants[0])]["radii_factors"]),
@@ -171,10 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output directory (default RUN/validate-<set name>)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the set even if it exists")
     parser.add_argument("--workers", type=int, default=None, help="processes for generating the set")
+    parser.add_argument("--marginalise", action="store_true",
+                        help="leave the binary/foreground fractions unstated (models with observer inputs)")
     args = parser.parse_args(argv)
     try:
         m = validate_run(args.run, args.set, _parse_n_stars(args.n_stars), n_samples=args.samples, seed=args.seed,
-                         out_dir=args.out, regenerate=args.regenerate, workers=args.workers, progress=True)
+                         out_dir=args.out, regenerate=args.regenerate, workers=args.workers, progress=True,
+                         marginalise=args.marginalise)
     except (ValueError, FileNotFoundError, ModelFileError) as err:
         print(f"galmass validate: error: {err}", file=sys.stderr)
         return 2

@@ -78,8 +78,12 @@ def test_damaged_dataset_error_names_file_and_dataset(tiny_dataset, tmp_path):
     shard = load_manifest(copy)["shards"][0]
     with h5py.File(copy / shard["file"], "a") as fh:
         del fh["labels"]
-    data = ShardedDataset(copy, shard["split"], verify=False)
-    with pytest.raises(DatasetError, match=f"{shard['file']}: dataset 'labels'"):
+    with pytest.raises(DatasetError, match=rf"{shard['file']}: no dataset \['labels'\].*damaged"):
+        ShardedDataset(copy, shard["split"], verify=False)  # found when opened, before any batch
+    data = ShardedDataset(copy, shard["split"], ("scalars",), verify=False)
+    with h5py.File(copy / shard["file"], "a") as fh:
+        del fh["scalars"]  # damaged after opening: the read names file and dataset
+    with pytest.raises(DatasetError, match=f"{shard['file']}: dataset 'scalars'"):
         data.get_batch([0])
 
 

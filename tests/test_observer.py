@@ -142,3 +142,16 @@ def test_train_and_predict_with_stated_and_marginalised_fractions(tmp_path):
     bad = run_cmd(base + ["--out", str(tmp_path / "bad"), "--binary-fraction", "0.9"], check=False)
     assert bad.returncode == 2 and "--binary-fraction 0.9 lies above the training range" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+    # galmass validate: the independent set's fractions stated (0, 0), or left unstated (--marginalise).
+    pytest.importorskip("galpy")
+    from galmass.validate import validate_run
+    from galmass.validation.generator import SetSpec
+
+    spec = SetSpec(n_galaxies=2, projections=1, n_stars=(100,))
+    stated = validate_run(run, tmp_path / "set.npz", n_samples=48, spec=spec, workers=1)
+    marg = validate_run(run, tmp_path / "set.npz", n_samples=48, spec=spec, marginalise=True)
+    assert stated["observer_inputs"].startswith("stated: binary_fraction 0")
+    assert marg["observer_inputs"].startswith("unstated") and marg["out_dir"].endswith("-marginalised")
+    p_stated, p_marg = (np.load(f"{m['out_dir']}/posteriors.npz")["n100_p50"] for m in (stated, marg))
+    assert p_stated.shape == p_marg.shape == (2, 10) and not np.allclose(p_stated, p_marg)
+    assert "Observer inputs" in (tmp_path / "run" / f"validate-{stated['set']['name']}" / "validation.md").read_text()

@@ -134,8 +134,9 @@ class ShardedDataset:
         except OSError as err:
             raise DatasetError(f"{path}: cannot open ({err})") from None
         if missing:
-            raise DatasetError(f"{path}: no dataset {missing} (the shard was written by an older galmass, before "
-                               "they existed). HINT: regenerate the dataset (`galmass mock` into a new data.path)")
+            raise DatasetError(f"{path}: no dataset {missing} (a damaged shard, or one written by an older galmass "
+                               "before the dataset existed). HINT: regenerate the dataset (`galmass mock` into a new "
+                               "data.path)")
 
     def __len__(self) -> int:
         return int(self._offsets[-1]) if self._subset is None else len(self._subset)

@@ -242,6 +242,8 @@ def _variant_lines(key: str, m: dict[str, Any]) -> list[str]:
 def render_markdown(metrics: dict[str, Any], title: str = "Independent validation") -> str:
     """validation.md: the set, then per N★ variant the per-radius table and the estimator comparison."""
     lines = [f"# {title}", ""] + _set_lines(metrics["set"])
+    if "observer_inputs" in metrics:
+        lines += [f"Observer inputs (binary / foreground fractions): {metrics['observer_inputs']}.", ""]
     for key, m in metrics["variants"].items():
         lines += _variant_lines(key, m)
     if "width_ratio" in metrics:
