@@ -65,9 +65,8 @@ def main() -> None:
     for (n, sigma, rh), t in widths.items():
         if n == 100 and (1000, sigma, rh) in widths:
             # The synthetic catalogues have no binaries and no foreground: a model with observer inputs is told so.
-            pair = [with_observer([x.nominal], (0.0, 0.0), blob["data_config"], 1,
-                                  np.random.default_rng(0))
-                    if "observer" in model.input_keys else [x.nominal] for x in (t, widths[(1000, sigma, rh)])]
+            pair = [with_observer([x.nominal], (0.0, 0.0)) if "observer" in model.input_keys else [x.nominal]
+                    for x in (t, widths[(1000, sigma, rh)])]
             w = [np.subtract(*np.percentile(s[:, 2], [84, 16])) for s in _posteriors(model, pair, a.samples)]
             ratios.append((sigma, rh, w[0], w[1], w[1] / w[0]))
     plaus = [r for r in rows if r[3]]

@@ -144,7 +144,7 @@ def _cmd_validate(args: argparse.Namespace, overrides: list[str]) -> int:
     for flag in ("set", "n_stars", "out", "workers"):
         if getattr(args, flag) is not None:
             argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    return validate_main(argv + (["--regenerate"] if args.regenerate else []))
+    return validate_main(argv + [f"--{f}" for f in ("regenerate", "marginalise") if getattr(args, f)])
 
 
 def _cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--regenerate", action="store_true")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--marginalise", action="store_true",
+                   help="leave the binary/foreground fractions unstated (models with observer inputs)")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("sweep", help="grid of runs (tracer × suite × …) as one SLURM array (submitit) + report")

@@ -57,7 +57,7 @@ path are locations, and the dataset itself is identified by :func:`data_hash`, c
 DATA_NON_CONTENT_KEYS: tuple[str, ...] = ("path", "workers")
 """Keys of the data section that do not change the generated samples (excluded from :func:`data_hash`)."""
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"vary_fractions": False}
-MODEL_NEUTRAL_DEFAULTS: dict[str, Any] = {"observer_inputs": False}
+MODEL_NEUTRAL_DEFAULTS: dict[str, Any] = {"observer_inputs": False, "observer_hidden": 0.5}
 """Model keys added after runs were trained without them, at the value that reproduces those runs: a stored config
 that lacks one resumes as if it had this value."""
 """Data keys added after datasets were made with them at this value (which reproduces those datasets exactly):
@@ -234,10 +234,12 @@ class ModelConfig:
     observer_inputs: bool = False
     """Condition the posterior on what the observer states about the sample (``schema.OBSERVER_NAMES``): its
     unresolved-binary and foreground fractions, drawn per training catalogue (needs ``data.vary_fractions``).
-    Without it the model marginalises over the training range of both, so on a multi-epoch, membership-cleaned
-    sample it discounts a σ inflation that is not there (−0.05 dex at N★ ≈ 100 on the independent set, README).
-    ``galmass predict --binary-fraction F --foreground-fraction F`` states them; an unstated one is marginalised
-    over its training range."""
+    ``galmass predict --binary-fraction F --foreground-fraction F`` states them; an unstated one is left out."""
+    observer_hidden: float = 0.5
+    """With ``observer_inputs``: probability that each fraction is hidden from the network for a training
+    catalogue (conditional dropout), so that one network learns both p(M | data, fraction) and p(M | data). The
+    latter is the correct marginal when the user cannot state the fraction (the data themselves constrain it, e.g.
+    binaries through the velocity tails), which averaging the conditional over the prior would ignore."""
 
     def __post_init__(self) -> None:
         if not self.widths or min(self.widths) < 1:
@@ -252,6 +254,9 @@ class ModelConfig:
                               "HINT: null = fully autoregressive, 2 = coupling layers")
         if not 0.0 <= self.label_noise_dex < 0.1:
             raise ConfigError(f"model.label_noise_dex must be in [0, 0.1) dex, got {self.label_noise_dex}")
+        if not 0.0 < self.observer_hidden < 1.0:
+            raise ConfigError(f"model.observer_hidden must be in (0, 1), got {self.observer_hidden}. HINT: 0.5 trains "
+                              "the conditional and the marginal posterior equally")
         if self.ensemble < 1:
             raise ConfigError(f"model.ensemble must be >= 1 members, got {self.ensemble}. HINT: 1 = no ensemble")
 

@@ -1,14 +1,14 @@
 """What the observer states about a sample: its unresolved-binary and foreground fractions (the ``observer`` input).
 
 Unresolved binaries seen at one epoch and foreground stars both inflate the measured σ★. A model trained on a
-range of both learns to discount the inflation it expects; told nothing, it discounts the training range's average,
-which biases it low on a sample cleaned of both (multi-epoch velocities, proper-motion membership). A model with
-``model.observer_inputs`` is instead conditioned on the fractions (``schema.OBSERVER_NAMES``), which every training
-catalogue records as drawn (uniform in [0, ``data.binary_fraction``] and [0, ``data.contamination_fraction``]).
+range of both learns to discount the inflation it expects. A model with ``model.observer_inputs`` is told the
+fractions (``schema.OBSERVER_NAMES``), which every training catalogue records as drawn (uniform in
+[0, ``data.binary_fraction``] and [0, ``data.contamination_fraction``]); each is hidden (NaN) for a share
+``model.observer_hidden`` of the training catalogues, so the same network also learns the posterior without it.
 
-At prediction a stated fraction is fed as is; an unstated one is marginalised: the K realisations of a catalogue
-each take a stratified draw from that same uniform range, and their pooled posterior is the training prior's
-mixture over it.
+At prediction a stated fraction is fed as is and an unstated one as NaN: the network's own marginal, which uses
+what the data say about the fraction (e.g. binaries through the velocity tails). Averaging the conditional
+posterior over the prior instead would ignore that, and was measured to be worse (README, "The pretrained model").
 """
 
 from __future__ import annotations
@@ -52,25 +52,13 @@ def check_stated(stated: Sequence[float | None], dc: dict[str, Any], uses_observ
 
 
 def describe(stated: Sequence[float | None], dc: dict[str, Any]) -> dict[str, Any]:
-    """What a posterior was conditioned on, for its JSON record: a stated value or the marginalised range."""
-    return {name: f if f is not None else f"marginalised over [0, {hi:g}]"
+    """What a posterior was conditioned on, for its JSON record: a stated value, or what was left out."""
+    return {name: f if f is not None else f"not stated (the training range was [0, {hi:g}])"
             for name, f, hi in zip(OBSERVER_NAMES, stated, training_range(dc))}
 
 
-def with_observer(samples: list[dict[str, Any]], stated: Sequence[float | None], dc: dict[str, Any], k: int,
-                  rng: np.random.Generator) -> list[dict[str, Any]]:
-    """The realisations ``samples`` of one catalogue, each with its ``observer`` input [2] (float32).
-
-    Stated fractions are copied in. With an unstated one, a single realisation (nothing else uncertain) is
-    repeated to ``k`` (the maps are shared, not copied), and realisation i draws that fraction in the i-th of
-    ``len`` equal strata of its training range (stratified, so that a few realisations already cover it).
-    """
-    if all(f is not None for f in stated):
-        fixed = np.asarray(stated, dtype=np.float32)
-        return [{**s, "observer": fixed} for s in samples]
-    out = samples if len(samples) > 1 else samples * k
-    n, hi = len(out), training_range(dc)
-    draws = np.empty((n, len(OBSERVER_NAMES)))
-    for c, f in enumerate(stated):
-        draws[:, c] = f if f is not None else hi[c] * (rng.permutation(n) + rng.random(n)) / n
-    return [{**s, "observer": d.astype(np.float32)} for s, d in zip(out, draws)]
+def with_observer(samples: list[dict[str, Any]], stated: Sequence[float | None]) -> list[dict[str, Any]]:
+    """The realisations ``samples`` of one catalogue, each with its ``observer`` input [2] (float32; NaN where
+    the fraction is not stated). The maps are shared, not copied."""
+    vec = np.array([np.nan if f is None else f for f in stated], dtype=np.float32)
+    return [{**s, "observer": vec} for s in samples]

@@ -9,8 +9,8 @@ Uncertainties the catalogue carries are propagated, not ignored: the posterior p
 draws, each with its own distance (normal, ``distance_err_kpc``) and its own member list (each star kept with
 probability ``p_member``); the flow is sampled equally in each. A model trained with observer inputs is told the
 sample's binary and foreground fractions (``--binary-fraction``, ``--foreground-fraction``; 0 and 0 for a
-multi-epoch, membership-cleaned sample); an unstated one is marginalised over its training range across the
-realisations (:mod:`galmass.observer`).
+multi-epoch, membership-cleaned sample); an unstated one is left out and the network gives its own marginal
+(:mod:`galmass.observer`).
 
 Every galaxy is checked before any posterior is computed: too few stars, scalars (R_h, σ★, N★) outside the
 training range, a catalogue origin far from the stars' centre. Mild excursions are warnings recorded in
@@ -300,7 +300,7 @@ def predict(args: argparse.Namespace) -> Path:
     for i, t in enumerate(targets):
         rng = np.random.default_rng([args.seed, i])
         draws = realisations(t, dc, args.realisations, rng)
-        inputs.append(observer.with_observer(draws, stated, dc, args.realisations, rng) if uses_observer else draws)
+        inputs.append(observer.with_observer(draws, stated) if uses_observer else draws)
     _seed_torch(args.seed)
     rows = []
     for t, samples in zip(targets, _posteriors(model, inputs, args.samples)):
@@ -360,10 +360,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=2000, help="posterior samples per galaxy")
     p.add_argument("--realisations", type=int, default=16, help="distance/membership draws pooled per galaxy")
     p.add_argument("--binary-fraction", type=float, default=None,
-                   help="fraction of unresolved binaries in the sample (0 = multi-epoch cleaned; default: "
-                        "marginalised over the training range; models with observer inputs)")
+                   help="fraction of unresolved binaries in the sample (0 = multi-epoch cleaned; default: not "
+                        "stated; models with observer inputs)")
     p.add_argument("--foreground-fraction", type=float, default=None,
-                   help="fraction of foreground stars in the sample (0 = membership cleaned; default: marginalised)")
+                   help="fraction of foreground stars in the sample (0 = membership cleaned; default: not stated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plot", action="store_true", help="skip profile.png")
     p.add_argument("--force", action="store_true", help="predict outside the training range (recorded)")

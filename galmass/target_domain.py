@@ -62,8 +62,8 @@ def catalogue_maps(path: str | Path, data: DataConfig, keys: Sequence[str], min_
         try:
             target = Target(cat, None, observe_catalogue(cat, None, dc, cat.p_member >= 0.5, 1.0))
             draws = realisations(target, dc, k, rng)  # only the nominal input when nothing is uncertain
-            if "observer" in keys:  # what was done to real catalogues is unknown here: marginalised
-                draws = with_observer(draws, (None, None), dc, k, rng)
+            if "observer" in keys:  # what was done to the real catalogues is not stated here
+                draws = with_observer(draws, (None, None))
         except ValueError as err:
             raise CatalogueError(f"{path}: galaxy {name!r} cannot be observed: {err}") from None
         samples += draws * (k // len(draws))

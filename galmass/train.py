@@ -235,6 +235,8 @@ def build_session(cfg: Config, info: DistInfo, run_dir: Path, requeue: bool) -> 
         shuffle=True, pad=True, max_steps=cfg.train.max_steps_per_epoch,
         sky_keys=[k for k in keys if k.startswith("maps_")], augment=cfg.train.augment, noise=cfg.train.aug_noise,
         block=cfg.train.shuffle_block, target_key="labels", target_noise=cfg.model.label_noise_dex,
+        hide_key="observer" if cfg.model.observer_inputs else None,
+        hide_rate=cfg.model.observer_hidden if cfg.model.observer_inputs else 0.0,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     spe = source.steps_per_epoch

@@ -29,13 +29,13 @@ import torch
 
 from galmass.datasets.integrity import sha256_file
 from galmass.models.io import ModelFileError, load_trained, to_torch
-from galmass.observer import describe, with_observer
+from galmass.observer import training_range
 from galmass.validation.generator import SetSpec, ValidationSet, get_set
 from galmass.validation.report import (ObservedVariant, observe_set, render_markdown, score, set_summary,
                                       width_ratio)
 from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["validate_run", "run_observer", "model_samples", "marginal_samples", "main"]
+__all__ = ["validate_run", "run_observer", "model_samples", "main"]
 
 
 def run_observer(blob: dict[str, Any]) -> dict[str, Any]:
@@ -74,40 +74,21 @@ def _outside_training(obs: ObservedVariant, inputs: dict[str, np.ndarray], blob:
     return int(np.sum(np.any((s < lo[cols]) | (s > hi[cols]), axis=1)))
 
 
-MARGINAL_REALISATIONS = 16
-"""Stratified draws of the observer fractions per catalogue when they are marginalised (as ``predict``'s default)."""
-
-
-def marginal_samples(model: torch.nn.Module, inputs: dict[str, np.ndarray], dc: dict[str, Any], n_samples: int,
-                     seed: int) -> np.ndarray:
-    """Posterior samples [S, N, 10] with the binary and foreground fractions unstated: each catalogue's inputs
-    repeated with ``MARGINAL_REALISATIONS`` stratified draws over the training range, their samples pooled."""
-    n, k = len(inputs["scalars"]), MARGINAL_REALISATIONS
-    rng = np.random.default_rng([seed, 1])
-    rep = {key: np.repeat(v, k, axis=0) for key, v in inputs.items()}
-    rep["observer"] = np.concatenate([np.stack([r["observer"] for r in with_observer([{}], (None, None), dc, k, rng)])
-                                      for _ in range(n)])
-    s = model_samples(model, rep, -(-n_samples // k), seed)  # [S/k, N·k, 10]
-    return s.reshape(s.shape[0], n, k, -1).transpose(0, 2, 1, 3).reshape(-1, n, s.shape[-1])[:n_samples]
-
-
 def _observer_note(keys: tuple[str, ...], marginalise: bool, dc: dict[str, Any]) -> str:
     if "observer" not in keys:
         return "none (the model marginalises over its training fractions)"
     if marginalise:
-        return "unstated: " + ", ".join(f"{k} {v}" for k, v in describe((None, None), dc).items())
+        hi = training_range(dc)
+        return f"not stated (the network's own marginal; training ranges: binary 0–{hi[0]:g}, foreground 0–{hi[1]:g})"
     return "stated: binary_fraction 0, foreground_fraction 0 (the generator makes neither)"
 
 
 def _variant(model, blob, vset: ValidationSet, n_stars: int, n_samples: int, seed: int, keys: tuple[str, ...],
              marginalise: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
     """Observe, sample and score one N★ variant; also the arrays for posteriors.npz and the sampling time."""
-    obs = observe_set(vset, n_stars, keys=keys, **run_observer(blob))
+    obs = observe_set(vset, n_stars, keys=keys, state_observer=not marginalise, **run_observer(blob))
     t0 = time.perf_counter()
-    if marginalise and "observer" in keys:
-        samples = marginal_samples(model, obs.inputs, blob["data_config"], n_samples, seed + n_stars)
-    else:
-        samples = model_samples(model, obs.inputs, n_samples, seed + n_stars)
+    samples = model_samples(model, obs.inputs, n_samples, seed + n_stars)
     dt = time.perf_counter() - t0
     metrics = score(samples, obs, seed)
     metrics["n_outside_training_range"] = _outside_training(obs, obs.inputs, blob)
@@ -141,8 +122,8 @@ def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_star
     regenerate, workers, spec
         Regenerate the set even if the file exists; processes for generating it; its spec (default SetSpec()).
     marginalise : bool
-        For a model with observer inputs: leave the binary and foreground fractions unstated (marginalised over the
-        training range, as ``predict`` does by default) instead of stating the set's 0 and 0; output then goes to
+        For a model with observer inputs: leave the binary and foreground fractions unstated (as ``predict`` does
+        by default) instead of stating the set's 0 and 0; output then goes to
         ``RUN/validate-<set name>-marginalised`` by default.
     """
     t0 = time.perf_counter()

@@ -24,11 +24,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["draw_symmetries", "noise_for_sample", "target_noise", "apply_numpy", "symmetry_numpy"]
+__all__ = ["draw_symmetries", "noise_for_sample", "target_noise", "hide_mask", "apply_numpy", "symmetry_numpy"]
 
 _TAG_SYMMETRY = 0x5157  # separate the streams of symmetries and noise drawn from one (seed, epoch, step)
 _TAG_NOISE = 0x4E53
 _TAG_TARGET = 0x5447
+_TAG_HIDE = 0x4844
 
 
 def draw_symmetries(seed: int, epoch: int, step: int, global_batch: int) -> np.ndarray:
@@ -59,6 +60,17 @@ def target_noise(seed: int, epoch: int, step: int, global_batch: int, dim: int) 
     """
     rng = np.random.default_rng([seed, epoch, step, _TAG_TARGET])
     return rng.standard_normal(size=(global_batch, dim), dtype=np.float32)
+
+
+def hide_mask(seed: int, epoch: int, step: int, global_batch: int, dim: int, rate: float) -> np.ndarray:
+    """Which entries ``[global_batch, dim]`` (bool) of a conditioning input to hide in one global batch, each with
+    probability ``rate`` (conditional dropout: one network learns the posterior with and without the input).
+
+    Like :func:`target_noise`, a function of (seed, epoch, step) only: the same for every rank count and loader,
+    and on resume.
+    """
+    rng = np.random.default_rng([seed, epoch, step, _TAG_HIDE])
+    return rng.random(size=(global_batch, dim)) < rate
 
 
 def symmetry_numpy(x: np.ndarray, flags: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpc.augment import apply_numpy, draw_symmetries, noise_for_sample, target_noise
+from hpc.augment import apply_numpy, draw_symmetries, hide_mask, noise_for_sample, target_noise
 from hpc.sampler import GlobalBatchSampler
 
 __all__ = ["DaliUnavailableError", "dali_available", "BatchSource", "TorchLoader", "DaliLoader"]
@@ -88,6 +88,9 @@ class BatchSource:
     target_key, target_noise : str or None, float
         Add Gaussian jitter of standard deviation ``target_noise`` to the entry ``target_key`` (e.g. regression
         targets lying on a thin manifold; :func:`hpc.augment.target_noise`); 0: none.
+    hide_key, hide_rate : str or None, float
+        Replace each element of the entry ``hide_key`` by NaN with probability ``hide_rate``
+        (:func:`hpc.augment.hide_mask`): a conditioning input the model must also learn to do without; 0: none.
 
     Notes
     -----
@@ -98,7 +101,7 @@ class BatchSource:
     def __init__(self, data: Any, keys: Sequence[str], global_batch: int, rank: int, world_size: int, seed: int,
                  shuffle: bool = True, pad: bool = True, max_steps: int = 0, sky_keys: Sequence[str] = (),
                  augment: bool = False, noise: float = 0.0, block: int = 1, target_key: str | None = None,
-                 target_noise: float = 0.0) -> None:
+                 target_noise: float = 0.0, hide_key: str | None = None, hide_rate: float = 0.0) -> None:
         if not hasattr(data, "get_batch"):
             raise ValueError(f"data ({type(data).__name__}) has no get_batch(indices). HINT: wrap it so that "
                              "get_batch(indices) returns a dict of arrays.")
@@ -109,12 +112,16 @@ class BatchSource:
             raise ValueError(f"noise and target_noise must be >= 0, got {noise}, {target_noise}.")
         if target_noise > 0 and target_key not in keys:
             raise ValueError(f"target_key {target_key!r} is not among keys {list(keys)}.")
+        if not 0.0 <= hide_rate <= 1.0 or (hide_rate > 0 and hide_key not in keys):
+            raise ValueError(f"hide_rate must be in [0, 1] and hide_key among keys {list(keys)}, got {hide_rate}, "
+                             f"{hide_key!r}.")
         self.data = data
         self.keys = tuple(keys)
         self.sky_keys = tuple(sky_keys)
         self.augment = bool(augment)
         self.noise = float(noise) if augment else 0.0
         self.target_key, self.target_noise = target_key, float(target_noise)
+        self.hide_key, self.hide_rate = hide_key, float(hide_rate)
         self.sampler = GlobalBatchSampler(len(data), global_batch, rank, world_size, seed, shuffle=shuffle,
                                           pad=pad, max_steps=max_steps, block=block)
         # Position at which a DALI pipeline starts (its BatchInfo counts from there); see DaliLoader.
@@ -177,6 +184,12 @@ class BatchSource:
             lo = self.sampler.rank * self.local_batch
             jitter = target_noise(self.sampler.seed, epoch, step, self.sampler.global_batch, int(np.prod(y.shape[1:])))
             out[self.target_key] = y + self.target_noise * jitter[lo:lo + self.local_batch].reshape(y.shape)
+        if self.hide_rate > 0:
+            x = out[self.hide_key].astype(np.float32)
+            lo = self.sampler.rank * self.local_batch
+            hide = hide_mask(self.sampler.seed, epoch, step, self.sampler.global_batch, int(np.prod(x.shape[1:])),
+                             self.hide_rate)[lo:lo + self.local_batch].reshape(x.shape)
+            out[self.hide_key] = np.where(hide, np.float32(np.nan), x)
         return out
 
     def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:

@@ -63,21 +63,43 @@ def test_a_shard_without_the_observer_is_refused_with_a_hint(tiny_dataset, tmp_p
         ShardedDataset(old, "train", ("scalars", "observer"), verify=False)
 
 
-def test_stated_fractions_are_copied_and_unstated_ones_stratified_over_the_training_range():
-    nominal = [{"scalars": np.zeros(4)}]
-    stated = with_observer(nominal, (0.0, 0.0), DC, 16, np.random.default_rng(0))
-    assert len(stated) == 1 and stated[0]["observer"].tolist() == [0.0, 0.0]
-    marg = with_observer(nominal, (None, 0.02), DC, 16, np.random.default_rng(0))
-    f = np.array([s["observer"] for s in marg])
-    assert len(marg) == 16 and marg[3]["scalars"] is nominal[0]["scalars"]  # maps shared, not copied
-    assert np.allclose(f[:, 1], 0.02)
-    assert sorted(np.floor(f[:, 0] / 0.5 * 16).astype(int).tolist()) == list(range(16))  # one draw per stratum
-    again = with_observer(nominal, (None, 0.02), DC, 16, np.random.default_rng(0))
-    assert np.array_equal(f, np.array([s["observer"] for s in again]))
-    draws = [{"scalars": np.full(4, i)} for i in range(5)]  # membership/distance realisations: one draw each
-    assert [s["scalars"][0] for s in with_observer(draws, (None, None), DC, 16, np.random.default_rng(0))] == \
-        list(range(5))
-    assert describe((0.0, None), DC) == {"binary_fraction": 0.0, "foreground_fraction": "marginalised over [0, 0.1]"}
+def test_stated_fractions_are_copied_and_unstated_ones_are_nan():
+    draws = [{"scalars": np.full(4, i)} for i in range(3)]  # membership/distance realisations
+    stated = with_observer(draws, (0.0, 0.02))
+    assert [s["observer"].tolist() for s in stated] == [[0.0, np.float32(0.02)]] * 3
+    assert stated[1]["scalars"] is draws[1]["scalars"]  # maps shared, not copied
+    half = with_observer(draws, (None, 0.0))[0]["observer"]
+    assert np.isnan(half[0]) and half[1] == 0.0 and half.dtype == np.float32
+    assert describe((0.0, None), DC) == {"binary_fraction": 0.0,
+                                         "foreground_fraction": "not stated (the training range was [0, 0.1])"}
+
+
+def test_training_hides_each_fraction_deterministically():
+    """Conditional dropout in the loader: NaN with the configured rate, the same for any rank count and on resume."""
+    from hpc.augment import hide_mask
+    from hpc.dali_loader import BatchSource
+
+    class Data:
+        def __len__(self):
+            return 64
+
+        def get_batch(self, idx):
+            return {"observer": np.tile([[0.3, 0.05]], (len(idx), 1)).astype(np.float32),
+                    "labels": np.zeros((len(idx), 10), np.float32)}
+
+    one = BatchSource(Data(), ("observer", "labels"), 32, 0, 1, seed=5, hide_key="observer", hide_rate=0.5)
+    two = [BatchSource(Data(), ("observer", "labels"), 32, r, 2, seed=5, hide_key="observer", hide_rate=0.5)
+           for r in range(2)]
+    full = one.raw(1, 1)["observer"]
+    halves = np.concatenate([b.raw(1, 1)["observer"] for b in two])
+    np.testing.assert_array_equal(np.isnan(full), np.isnan(halves))
+    np.testing.assert_array_equal(np.isnan(full), hide_mask(5, 1, 1, 32, 2, 0.5))
+    kept = ~np.isnan(full)
+    assert 0.3 < np.isnan(full).mean() < 0.7
+    np.testing.assert_array_equal(full[kept], np.tile(np.float32([0.3, 0.05]), (32, 1))[kept])
+    assert not np.array_equal(np.isnan(full), np.isnan(one.raw(1, 0)["observer"]))  # a new draw every step
+    with pytest.raises(ValueError, match="hide_rate"):
+        BatchSource(Data(), ("labels",), 32, 0, 1, seed=5, hide_key="observer", hide_rate=0.5)
 
 
 def test_fractions_a_model_cannot_take_are_errors():
@@ -93,6 +115,8 @@ def test_config_needs_varied_fractions_and_old_runs_resume_without_the_key():
     with pytest.raises(ConfigError, match="model.observer_inputs needs data.vary_fractions"):
         Config(model=ModelConfig(observer_inputs=True))
     Config(data=DataConfig(binary_fraction=0.5, vary_fractions=True), model=ModelConfig(observer_inputs=True))
+    with pytest.raises(ConfigError, match="model.observer_hidden must be in"):
+        ModelConfig(observer_hidden=1.0)
     new = {"model": {"observer_inputs": False, "ensemble": 1}}
     assert config_diffs({"model": {"ensemble": 1}}, new) == []
     assert config_diffs({"model": {"ensemble": 1}}, {"model": {"observer_inputs": True}}) == \
@@ -110,6 +134,11 @@ def test_the_network_is_conditioned_on_the_observer():
     clean = net.context(b)
     b["observer"] = torch.tensor([[0.5, 0.1]] * 3)
     assert net(b).shape == (3,) and not torch.allclose(clean, net.context(b))
+    b["observer"] = torch.full((3, 2), float("nan"))  # not stated: finite, and unlike any stated value
+    unstated = net.context(b)
+    assert torch.all(torch.isfinite(unstated)) and torch.all(torch.isfinite(net(b)))
+    b["observer"] = torch.tensor([[0.25, 0.05]] * 3)  # the training means: standardised to 0, as NaN's value
+    assert not torch.allclose(unstated, net.context(b))  # the stated flag tells them apart
     plain = MassPosterior(ModelConfig(tracer="stars", widths=[8], embed_dim=8, flow_hidden=[8]), 16, norm)
     assert "observer" not in plain.input_keys and "o_mean" not in plain.state_dict()  # old model files still load
     with pytest.raises(ValueError, match="no 'observer' statistics"):
@@ -138,7 +167,7 @@ def test_train_and_predict_with_stated_and_marginalised_fractions(tmp_path):
     run_cmd(base + ["--out", str(tmp_path / "marg")])
     clean, marg = (json.loads((tmp_path / d / "dsph" / "posterior.json").read_text()) for d in ("clean", "marg"))
     assert clean["observer"] == {"binary_fraction": 0.0, "foreground_fraction": 0.0}
-    assert marg["observer"]["binary_fraction"] == "marginalised over [0, 0.5]"
+    assert marg["observer"]["binary_fraction"] == "not stated (the training range was [0, 0.5])"
     bad = run_cmd(base + ["--out", str(tmp_path / "bad"), "--binary-fraction", "0.9"], check=False)
     assert bad.returncode == 2 and "--binary-fraction 0.9 lies above the training range" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
@@ -149,9 +178,12 @@ def test_train_and_predict_with_stated_and_marginalised_fractions(tmp_path):
 
     spec = SetSpec(n_galaxies=2, projections=1, n_stars=(100,))
     stated = validate_run(run, tmp_path / "set.npz", n_samples=48, spec=spec, workers=1)
-    marg = validate_run(run, tmp_path / "set.npz", n_samples=48, spec=spec, marginalise=True)
+    run_cmd([sys.executable, "-m", "galmass", "validate", str(run), "--set", str(tmp_path / "set.npz"), "--samples",
+             "48", "--marginalise"])  # the galmass CLI passes the flag through
+    marg = json.loads((run / f"validate-{stated['set']['name']}-marginalised" / "metrics.json").read_text())
+    marg["out_dir"] = str(run / f"validate-{stated['set']['name']}-marginalised")
     assert stated["observer_inputs"].startswith("stated: binary_fraction 0")
-    assert marg["observer_inputs"].startswith("unstated") and marg["out_dir"].endswith("-marginalised")
+    assert marg["observer_inputs"].startswith("not stated") and marg["out_dir"].endswith("-marginalised")
     p_stated, p_marg = (np.load(f"{m['out_dir']}/posteriors.npz")["n100_p50"] for m in (stated, marg))
     assert p_stated.shape == p_marg.shape == (2, 10) and not np.allclose(p_stated, p_marg)
     assert "Observer inputs" in (tmp_path / "run" / f"validate-{stated['set']['name']}" / "validation.md").read_text()

@@ -98,7 +98,7 @@ class MassPosterior(nn.Module):
         self.scalar_cols = [self.rcol, self.vcol] + ([scalar_index("log10_n_stars")] if "stars" in cfg.tracer else [])
         self._register_normalisation(cfg, normalisation, n_labels)
         n_inputs = (len(self.scalar_cols) + (self.u_mean.numel() if "summary_stars" in self.input_keys else 0)
-                    + (self.o_mean.numel() if "observer" in self.input_keys else 0))
+                    + (2 * self.o_mean.numel() if "observer" in self.input_keys else 0))  # values, stated flags
         self.members = nn.ModuleList(
             [_Member(cfg, npix, self.map_keys, n_inputs, n_labels) for _ in range(cfg.ensemble)])
         self.npix = npix
@@ -140,8 +140,10 @@ class MassPosterior(nn.Module):
         inputs = [(scalars[:, self.scalar_cols] - self.s_mean) / self.s_std]
         if "summary_stars" in self.input_keys:
             inputs.append((batch["summary_stars"].float() - self.u_mean) / self.u_std)
-        if "observer" in self.input_keys:
-            inputs.append((batch["observer"].float() - self.o_mean) / self.o_std)
+        if "observer" in self.input_keys:  # NaN = not stated (hidden in training): value 0, flag 0
+            obs = batch["observer"].float()
+            stated = torch.isfinite(obs)
+            inputs += [torch.where(stated, (obs - self.o_mean) / self.o_std, torch.zeros_like(obs)), stated.float()]
         return maps, torch.cat(inputs, dim=1)
 
     def context(self, batch: dict[str, torch.Tensor], member: int = 0) -> torch.Tensor:

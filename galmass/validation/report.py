@@ -70,7 +70,8 @@ class ObservedVariant:
 
 
 def observe_set(vset: ValidationSet, n_stars: int, *, npix: int, extent_rh: float, vmax_sigma: float,
-                membership_clip: float, recentre: bool, keys: Sequence[str] | None = None) -> ObservedVariant:
+                membership_clip: float, recentre: bool, keys: Sequence[str] | None = None,
+                state_observer: bool = True) -> ObservedVariant:
     """The observer's steps on every catalogue of one N★ variant (see the module docstring).
 
     Parameters
@@ -83,6 +84,9 @@ def observe_set(vset: ValidationSet, n_stars: int, *, npix: int, extent_rh: floa
         Map geometry and observer settings, as in :func:`galmass.maps.observation_to_sample` (a run's data config).
     keys : sequence of str, optional
         Model inputs to keep, stacked (e.g. ``model.input_keys``); None keeps none.
+    state_observer : bool
+        The ``observer`` input states the generator's binary and foreground fractions (0 and 0); False leaves them
+        unstated (NaN).
     """
     bad = [k for k in (keys or ()) if k not in _INPUT_KEYS]
     if bad:
@@ -97,7 +101,7 @@ def observe_set(vset: ValidationSet, n_stars: int, *, npix: int, extent_rh: floa
     galaxy = vset.arrays["cat_galaxy"][idx]
     est_f = np.array([e.radius_factor for e in ESTIMATORS])
     for s in samples:  # the generator makes no binaries and no foreground: an observer would state 0 and 0
-        s["observer"] = np.zeros(len(OBSERVER_NAMES), dtype=np.float32)
+        s["observer"] = np.full(len(OBSERVER_NAMES), 0.0 if state_observer else np.nan, dtype=np.float32)
     inputs = {k: np.stack([np.asarray(s[k]) for s in samples]).astype(np.float32) for k in keys} if keys else None
     return ObservedVariant(
         n_stars=int(n_stars), index=idx, galaxy=galaxy, catalogues=catalogues, rh_kpc=rh,
