@@ -8,7 +8,7 @@ fractions (``schema.OBSERVER_NAMES``), which every training catalogue records as
 
 At prediction a stated fraction is fed as is and an unstated one as NaN: the network's own marginal, which uses
 what the data say about the fraction (e.g. binaries through the velocity tails). Averaging the conditional
-posterior over the prior instead would ignore that, and was measured to be worse (README, "The pretrained model").
+posterior over the prior instead would ignore that (``benchmarks/results/observer_inputs.md``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def check_stated(stated: Sequence[float | None], dc: dict[str, Any], uses_observ
     if given and not uses_observer:
         return [f"{model} was not trained with model.observer_inputs, so it cannot take {', '.join(o for o, _ in given)}"
                 f" (it marginalises over binary fractions 0–{training_range(dc)[0]:g} and foreground fractions "
-                f"0–{training_range(dc)[1]:g}). HINT: drop the option, or use a model trained with observer inputs "
-                "(the shipped `stars` model is)"]
+                f"0–{training_range(dc)[1]:g}). HINT: drop the option, or train a model with "
+                "--model.observer_inputs=true (and data.vary_fractions)"]
     errors = []
     for (opt, f), hi in zip(zip(OPTIONS, stated), training_range(dc)):
         if f is None:
