@@ -135,16 +135,12 @@ def _cmd_predict(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace, overrides: list[str]) -> int:
-    from galmass.validate import main as validate_main
+    from galmass.validate import run as validate_run
 
     if overrides:
         raise ConfigError(f"command line: galmass validate takes no --section.key overrides (the model's config is "
                           f"fixed by RUN), got {overrides}")
-    argv = [args.run, "--samples", str(args.samples), "--seed", str(args.seed)]
-    for flag in ("set", "n_stars", "out", "workers"):
-        if getattr(args, flag) is not None:
-            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    return validate_main(argv + [f"--{f}" for f in ("regenerate", "marginalise") if getattr(args, f)])
+    return validate_run(args)
 
 
 def _cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -258,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("validate", help="grade a trained run on the independent galpy validation set")
-    p.add_argument("run", help="trained run directory")
+    p.add_argument("run", help="trained run directory (best.pt)")
     p.add_argument("--set", default=None, help="validation set .npz (default: cached, generated on first use)")
-    p.add_argument("--n-stars", default=None, help="N★ variants, e.g. 100,1000")
-    p.add_argument("--samples", type=int, default=400)
+    p.add_argument("--n-stars", default=None, help="N★ variants, e.g. 100,1000 (default: all in the set)")
+    p.add_argument("--samples", type=int, default=400, help="posterior draws per catalogue")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
-    p.add_argument("--regenerate", action="store_true")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--out", default=None, help="output directory (default RUN/validate-<set name>)")
+    p.add_argument("--regenerate", action="store_true", help="regenerate the set even if it exists")
+    p.add_argument("--workers", type=int, default=None, help="processes for generating the set")
     p.add_argument("--marginalise", action="store_true",
                    help="leave the binary/foreground fractions unstated (models with observer inputs)")
     p.set_defaults(func=_cmd_validate)

@@ -35,7 +35,7 @@ from galmass.validation.report import (ObservedVariant, observe_set, render_mark
                                       width_ratio)
 from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["validate_run", "run_observer", "model_samples", "main"]
+__all__ = ["validate_run", "run_observer", "model_samples", "run"]
 
 
 def run_observer(blob: dict[str, Any]) -> dict[str, Any]:
@@ -178,19 +178,8 @@ def _parse_n_stars(text: str | None) -> list[int] | None:
     return values or None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="galmass validate", description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="trained run directory (best.pt)")
-    parser.add_argument("--set", default=None, help="validation set .npz (default: cached, generated on first use)")
-    parser.add_argument("--n-stars", default=None, help="N★ variants, e.g. 100,1000 (default: all in the set)")
-    parser.add_argument("--samples", type=int, default=400, help="posterior draws per catalogue")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="output directory (default RUN/validate-<set name>)")
-    parser.add_argument("--regenerate", action="store_true", help="regenerate the set even if it exists")
-    parser.add_argument("--workers", type=int, default=None, help="processes for generating the set")
-    parser.add_argument("--marginalise", action="store_true",
-                        help="leave the binary/foreground fractions unstated (models with observer inputs)")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``galmass validate`` (options in :mod:`galmass.cli`): grade ``args.run``, print the summary; 2 on a clear error."""
     try:
         m = validate_run(args.run, args.set, _parse_n_stars(args.n_stars), n_samples=args.samples, seed=args.seed,
                          out_dir=args.out, regenerate=args.regenerate, workers=args.workers, progress=True,
@@ -212,6 +201,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[galmass] wrote {m['out_dir']}/metrics.json and validation.md")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
