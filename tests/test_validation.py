@@ -18,7 +18,8 @@ from galmass.physics.jeans import projected_dispersion, solve_jeans
 from galmass.validation import SetSpec, get_set, load_set
 from galmass.validation.generator import (TRACERS, compatible_tracers, default_set_path, draw_params, family,
                                           galaxy_model, generate_galaxy, projected_half_ratio, sample_stars)
-from galmass.validation.report import DEFAULT_GEOMETRY, evaluate_sampler, observe_set, score, width_ratio
+from galmass.validation.report import (DEFAULT_GEOMETRY, by_family_at, evaluate_sampler, observe_set, score,
+                                       width_ratio)
 
 pytest.importorskip("galpy")
 SMALL = SetSpec(n_galaxies=8, projections=2)
@@ -249,6 +250,18 @@ def test_width_ratio_is_per_galaxy_then_median():
         width_ratio({**arrays, "n1000_galaxy": galaxy + 10}, 100, 1000, 2)
 
 
+def test_by_family_at_groups_by_value_and_keeps_the_estimator_beside():
+    post = np.array([-0.1, -0.3, 0.2, 0.0, 0.4])
+    est = np.array([0.0, 0.1, -0.1, 0.3, 0.0])
+    fam = {"halo": np.array(["cusp", "cusp", "cored", "cored", "cored"]), "tracer": np.array(["a"] * 5)}
+    out = by_family_at(post, est, fam)
+    assert set(out) == {"halo", "tracer"} and set(out["halo"]) == {"cusp", "cored"}
+    cored = out["halo"]["cored"]
+    assert cored["n"] == 3 and cored["bias"] == pytest.approx(0.2) and cored["estimator_bias"] == pytest.approx(0.0)
+    assert cored["rms"] == pytest.approx(np.sqrt((0.04 + 0.0 + 0.16) / 3))
+    assert out["halo"]["cusp"]["bias"] == pytest.approx(-0.2) and out["tracer"]["a"]["n"] == 5
+
+
 # -- galmass validate on a tiny trained run -----------------------------------------------------------------------
 
 def test_validate_command_on_a_tiny_run(tiny_dataset, small_set, tmp_path):
@@ -273,6 +286,9 @@ def test_validate_command_on_a_tiny_run(tiny_dataset, small_set, tmp_path):
     assert m["observer"]["membership_clip"] == dc["membership_clip"] and m["observer"]["recentre"] == dc["recentre"]
     assert "RMS ratio" in (tmp_path / "val" / "validation.md").read_text()
     assert "16–84 % width" in (tmp_path / "val" / "validation.md").read_text()
+    assert "By the galaxies' generating family" in (tmp_path / "val" / "validation.md").read_text()
+    fam = m["variants"]["100"]["by_family"]
+    assert set(fam) == {"halo", "tracer", "anisotropy"} and sum(v["n"] for v in fam["halo"].values()) == 16
     w = m["width_ratio"]
     assert (w["n_lo"], w["n_hi"], w["n_galaxies"]) == (100, 1000, 8) and w["median_over_galaxies"] > 0
     post = np.load(tmp_path / "val" / "posteriors.npz")

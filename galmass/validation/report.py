@@ -20,7 +20,7 @@ Residuals are log10(M_pred / M_true) [dex]; the point prediction of a posterior 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -35,7 +35,7 @@ from galmass.physics.constants import RADII_FACTORS
 from galmass.validation.generator import Catalogue, ValidationSet
 
 __all__ = ["ObservedVariant", "Sampler", "observe_set", "score", "evaluate_sampler", "render_markdown",
-           "DEFAULT_GEOMETRY"]
+           "by_family_at", "DEFAULT_GEOMETRY", "FAMILIES"]
 
 Sampler = Callable[[list[Catalogue]], NDArray[np.floating]]
 """A posterior estimator: catalogues (members, centred) → samples [S, N, 10] of log10 M(< f R_h) [Msun] with
@@ -44,6 +44,9 @@ R_h = median(hypot(x_kpc, y_kpc)) of each catalogue as given, f = 0.6, 0.8, …,
 DEFAULT_GEOMETRY: dict[str, Any] = {"npix": 64, "extent_rh": 4.0, "vmax_sigma": 4.0, "membership_clip": 3.0,
                                     "recentre": True}
 """Observer settings used by :func:`evaluate_sampler` when none are given (galmass's DataConfig defaults)."""
+
+FAMILIES = ("halo", "tracer", "anisotropy")
+"""The validation galaxies' generating families (GalaxyParams fields) that metrics are broken down by."""
 
 _INPUT_KEYS = ("maps_stars", "phase_stars", "maps_gas", "phase_gas", "scalars", "summary_stars", "observer")
 
@@ -67,6 +70,8 @@ class ObservedVariant:
     """[N, E] log10 M [Msun] at the literature estimators' radii."""
     inputs: dict[str, NDArray[np.float32]] | None
     """Model inputs stacked over catalogues (``keys`` of :func:`observe_set`), or None."""
+    family: dict[str, NDArray[np.str_]] = field(default_factory=dict)
+    """Per catalogue [N], its galaxy's generating family: ``halo``, ``tracer`` and ``anisotropy`` (``FAMILIES``)."""
 
 
 def observe_set(vset: ValidationSet, n_stars: int, *, npix: int, extent_rh: float, vmax_sigma: float,
@@ -107,7 +112,8 @@ def observe_set(vset: ValidationSet, n_stars: int, *, npix: int, extent_rh: floa
         n_stars=int(n_stars), index=idx, galaxy=galaxy, catalogues=catalogues, rh_kpc=rh,
         sigma_kms=np.array([s["sigma_kms"] for s in samples]), n_members=np.array([s["n_members"] for s in samples]),
         log_m_true=vset.log_mass(galaxy, rh[:, None] * np.asarray(RADII_FACTORS)[None]),
-        log_m_true_est=vset.log_mass(galaxy, rh[:, None] * est_f[None]), inputs=inputs)
+        log_m_true_est=vset.log_mass(galaxy, rh[:, None] * est_f[None]), inputs=inputs,
+        family={k: v[galaxy] for k, v in vset.galaxy_table().items() if k in FAMILIES})
 
 
 def _rms(residual: NDArray[np.float64]) -> list[float]:
@@ -134,11 +140,30 @@ def score(samples: NDArray[np.floating], obs: ObservedVariant, seed: int = 0) ->
                                 cnn=dict(entry["cnn"], rms=cnn_rms[j]))
     best = min(estimators, key=lambda k: estimators[k]["estimator"]["rms"])
     ratio = estimators[best]["cnn"]["rms"] / max(estimators[best]["estimator"]["rms"], 1e-12)
-    return {"n_stars": obs.n_stars, "n_catalogues": n, "n_galaxies": int(np.unique(obs.galaxy).size),
+    j = list(estimators).index(best)
+    by_family = by_family_at(arrays["cnn_at_estimator_residual"][:, j], arrays["estimator_residual"][:, j],
+                             obs.family)
+    return {"by_family": by_family, "n_stars": obs.n_stars, "n_catalogues": n, "n_galaxies": int(np.unique(obs.galaxy).size),
             "n_members_median": float(np.median(obs.n_members)), "posterior_samples": int(s.shape[0]),
             "radii_factors": base["radii_factors"], "cnn": cnn, "estimators": estimators,
             "best_estimator": best, "rms_ratio_vs_best_estimator": float(ratio),
             "coverage": base["coverage"], "tarp": base["tarp"]}
+
+
+def by_family_at(posterior_residual: NDArray[np.float64], estimator_residual: NDArray[np.float64],
+                 family: dict[str, NDArray[np.str_]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Where the errors live: per generating family (halo, tracer, anisotropy) and value, the number of
+    catalogues and the posterior median's and the estimator's bias (median) and RMS [dex] at the best estimator's
+    radius (residuals [N] of log10 M_pred / M_true)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key, values in family.items():
+        out[key] = {}
+        for v in sorted(set(values.tolist())):
+            m = values == v
+            p, e = posterior_residual[m], estimator_residual[m]
+            out[key][str(v)] = {"n": int(m.sum()), "bias": float(np.median(p)), "rms": float(np.sqrt(np.mean(p**2))),
+                                "estimator_bias": float(np.median(e)), "estimator_rms": float(np.sqrt(np.mean(e**2)))}
+    return out
 
 
 def width_ratio(arrays: dict[str, NDArray[Any]], lo: int, hi: int, radius_index: int) -> float:
@@ -184,7 +209,8 @@ def evaluate_sampler(sampler: Sampler, vset: ValidationSet, n_stars: Sequence[in
         ``{"set": {...}, "variants": {"100": metrics, "1000": metrics}}``; per variant: ``cnn`` (the sampler's
         posterior; lists over radii of bias, scatter, rms, coverage68, frac_within_0p1), ``estimators``
         ({name: {radius_factor, estimator: {bias, scatter, rms, ...}, cnn: {...}}}), ``best_estimator``,
-        ``rms_ratio_vs_best_estimator``, ``coverage`` (all levels), ``tarp``, counts.
+        ``rms_ratio_vs_best_estimator``, ``coverage`` (all levels), ``tarp``, counts, and ``by_family``
+        (:func:`by_family_at`: bias and RMS per halo / tracer / anisotropy family at the best estimator's radius).
     """
     obs_cfg = dict(DEFAULT_GEOMETRY, **(observer or {}))
     variants = {}
@@ -207,7 +233,7 @@ def set_summary(vset: ValidationSet) -> dict[str, Any]:
                        "rh_kpc": span(g["rh_kpc"]), "sigma_wolf_kms": span(g["sigma_wolf_kms"]),
                        "catalogue_rh_kpc": span(vset.arrays["cat_rh_kpc"])},
             "counts": {k: {v: int(np.sum(g[k] == v)) for v in sorted(set(g[k].tolist()))}
-                       for k in ("halo", "tracer", "anisotropy")}}
+                       for k in FAMILIES}}
 
 
 def _fmt(values: Sequence[float], digits: int = 3) -> str:
@@ -240,7 +266,20 @@ def _variant_lines(key: str, m: dict[str, Any]) -> list[str]:
     lines += ["", f"RMS ratio posterior / best estimator ({m['best_estimator']}): "
               f"**{m['rms_ratio_vs_best_estimator']:.2f}**; TARP max |ECP − α| = {m['tarp']['max_abs_error']:.3f}; "
               f"{m.get('n_outside_training_range', 'n/a')} catalogues outside the training range.", ""]
-    return lines
+    return lines + _family_lines(m)
+
+
+def _family_lines(m: dict[str, Any]) -> list[str]:
+    if not m.get("by_family"):
+        return []
+    r = m["estimators"][m["best_estimator"]]["radius_factor"]
+    lines = [f"By the galaxies' generating family, at {r:.2f} R_h ({m['best_estimator']}'s radius):", "",
+             "| family | catalogues | posterior bias | RMS | estimator bias | RMS |", "|---|---|---|---|---|---|"]
+    for key, values in m["by_family"].items():
+        for v, st in values.items():
+            lines.append(f"| {key} = {v} | {st['n']} | {st['bias']:+.3f} | {st['rms']:.3f} | "
+                         f"{st['estimator_bias']:+.3f} | {st['estimator_rms']:.3f} |")
+    return lines + [""]
 
 
 def render_markdown(metrics: dict[str, Any], title: str = "Independent validation") -> str:
