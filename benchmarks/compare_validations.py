@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import load_average, machine, write_result  # noqa: E402  (puts the repository on sys.path)
+from transfer_report import bootstrap  # noqa: E402
 
 SHOWN = (0, 2, 6)
 """Indices of f = 0.6, 1.0 and 1.8 R_h in the label grid (inner radius, half-light, Errani's radius)."""
@@ -38,15 +39,8 @@ def _variant(z: np.lib.npyio.NpzFile, n: int) -> dict[str, np.ndarray]:
 def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], n_boot: int, seed: int
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Point stats of A and B [2, 3, K], B − A [3, K] and its bootstrap standard error [3, K] (galaxies resampled)."""
-    galaxies = np.unique(a["galaxy"])
-    rows = {g: np.flatnonzero(a["galaxy"] == g) for g in galaxies}
-    point = np.stack([_stats(v["res"], v["inside"]) for v in (a, b)])
-    rng = np.random.default_rng(seed)
-    diffs = np.empty((n_boot,) + point.shape[1:])
-    for k in range(n_boot):
-        idx = np.concatenate([rows[g] for g in rng.choice(galaxies, len(galaxies), replace=True)])
-        diffs[k] = _stats(b["res"][idx], b["inside"][idx]) - _stats(a["res"][idx], a["inside"][idx])
-    return point, point[1] - point[0], diffs.std(axis=0)
+    point, draws = bootstrap([a, b], n_boot, seed, stats=_stats)
+    return point, point[1] - point[0], (draws[:, 1] - draws[:, 0]).std(axis=0)
 
 
 def _family_lines(va: dict, vb: dict) -> list[str]:

@@ -125,6 +125,7 @@ def main() -> None:
 def _validation_lines(posterior, model, cfg, args) -> list[str]:
     """Both samplers on the independent validation set (galpy DFs), through galmass.validation."""
     from galmass.maps import observation_to_sample
+    from galmass.observer import with_observer
     from galmass.validation import evaluate_sampler, get_set
 
     d = cfg.data
@@ -141,9 +142,9 @@ def _validation_lines(posterior, model, cfg, args) -> list[str]:
         return npe_samples(posterior, x, args.samples, args.seed) + off[None, :, None]
 
     def cnn_sampler(cats):
-        obs = [observation_to_sample(c.x_kpc, c.y_kpc, c.v_kms, c.v_err_kms, **geometry) for c in cats]
-        for o in obs:  # the generator makes no binaries and no foreground (as galmass validate states)
-            o["observer"] = np.zeros(2, dtype=np.float32)
+        # The generator makes no binaries and no foreground (as galmass validate states).
+        obs = with_observer([observation_to_sample(c.x_kpc, c.y_kpc, c.v_kms, c.v_err_kms, **geometry) for c in cats],
+                            (0.0, 0.0))
         batch = {k: torch.as_tensor(np.stack([np.asarray(o[k]) for o in obs])) for k in model.input_keys}
         torch.manual_seed(args.seed)
         with torch.inference_mode():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from _common import load_average, machine  # noqa: E402  (puts the repository on sys.path)
@@ -28,7 +29,7 @@ RADII_SHOWN = (0, 2, 6)
 METRICS = ("bias", "scatter", "cov68")
 
 
-def _stats(res: np.ndarray, inside: np.ndarray) -> np.ndarray:
+def _bias_scatter_coverage(res: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """[3, K]: bias, scatter, coverage of residuals [N, K] and in-interval flags [N, K]."""
     p16, p50, p84 = np.percentile(res, [16, 50, 84], axis=0)
     return np.stack([p50, (p84 - p16) / 2, inside.mean(axis=0)])
@@ -40,19 +41,22 @@ def load_eval(path: Path) -> dict[str, np.ndarray]:
     return {"res": z["cnn_residual"], "inside": inside, "galaxy": z["galaxy_id"]}
 
 
-def bootstrap(evals: list[dict[str, np.ndarray]], n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap(evals: list[dict[str, np.ndarray]], n_boot: int, seed: int,
+              stats: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Point values [E, 3, K] and bootstrap draws [B, E, 3, K] of several evaluations on THE SAME test galaxies,
-    resampling galaxies jointly (paired differences then have the right errors)."""
+    resampling galaxies jointly (paired differences then have the right errors). ``stats(res, inside)`` -> [3, K]
+    (default: bias, scatter, 68 % coverage)."""
+    stat = stats or _bias_scatter_coverage
     galaxies = np.unique(evals[0]["galaxy"])
     rows = [{g: np.flatnonzero(e["galaxy"] == g) for g in galaxies} for e in evals]
-    point = np.stack([_stats(e["res"], e["inside"]) for e in evals])
+    point = np.stack([stat(e["res"], e["inside"]) for e in evals])
     rng = np.random.default_rng(seed)
     draws = np.empty((n_boot,) + point.shape)
     for b in range(n_boot):
         pick = rng.choice(galaxies, len(galaxies), replace=True)
         for j, e in enumerate(evals):
             idx = np.concatenate([rows[j][g] for g in pick])
-            draws[b, j] = _stats(e["res"][idx], e["inside"][idx])
+            draws[b, j] = stat(e["res"][idx], e["inside"][idx])
     return point, draws
 
 

@@ -24,13 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_result  # noqa: E402
 
 from galmass.maps import observation_to_sample  # noqa: E402
-from galmass.physics.constants import G  # noqa: E402
+from galmass.metrics.estimators import estimator_by_name, estimator_log_mass  # noqa: E402
+from galmass.observer import with_observer  # noqa: E402
 from galmass.predict import load_model  # noqa: E402
 from galmass.validate import model_samples, run_observer  # noqa: E402
 from galmass.validation.generator import Catalogue, get_set  # noqa: E402
 
 PERTURBATIONS = ("as generated", "plummer", "gauss", "both")
-ERRANI_C = 3.5 * 1.8  # M(<1.8 R_h) = 3.5 × 1.8 R_h σ² / G (Errani et al. 2018)
+ERRANI = estimator_by_name("Errani2018")  # M(<1.8 R_h) = 3.5 × 1.8 R_h σ² / G
 
 
 def perturb(c: Catalogue, how: str, rng: np.random.Generator) -> Catalogue:
@@ -65,14 +66,12 @@ def main() -> None:
     for how in PERTURBATIONS:
         rng = np.random.default_rng(1)
         cats = [perturb(vset.catalogue(int(c)), how, rng) for c in idx]
-        obs = [observation_to_sample(*c, **run_observer(blob)) for c in cats]
-        for o in obs:
-            o["observer"] = np.zeros(2, dtype=np.float32)
+        obs = with_observer([observation_to_sample(*c, **run_observer(blob)) for c in cats], (0.0, 0.0))
         inputs = {k: np.stack([np.asarray(o[k]) for o in obs]).astype(np.float32) for k in model.input_keys}
         p50 = np.median(model_samples(model, inputs, a.samples, 0), axis=0)[:, 6]
         rh = np.array([o["rh_kpc"] for o in obs])
-        est = np.log10(ERRANI_C * rh * np.array([o["sigma_kms"] for o in obs]) ** 2 / G)
-        truth = vset.log_mass(galaxy, 1.8 * rh[:, None])[:, 0]
+        est = estimator_log_mass(ERRANI, np.array([o["sigma_kms"] for o in obs]), rh)
+        truth = vset.log_mass(galaxy, ERRANI.radius_factor * rh[:, None])[:, 0]
         lines.append(f"| {how} | {np.mean(p50 - truth):+.3f} | {np.mean(est - truth):+.3f} | "
                      f"{np.mean(p50 - est):+.3f} |")
     write_result(a.name, "\n".join(lines) + "\n")

@@ -57,11 +57,13 @@ path are locations, and the dataset itself is identified by :func:`data_hash`, c
 DATA_NON_CONTENT_KEYS: tuple[str, ...] = ("path", "workers")
 """Keys of the data section that do not change the generated samples (excluded from :func:`data_hash`)."""
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"vary_fractions": False}
+"""Data keys added after datasets were made with them at this value (which reproduces those datasets exactly):
+left out of the identity while at it, so existing datasets and trained models keep their hash."""
 MODEL_NEUTRAL_DEFAULTS: dict[str, Any] = {"observer_inputs": False, "observer_hidden": 0.5}
 """Model keys added after runs were trained without them, at the value that reproduces those runs: a stored config
 that lacks one resumes as if it had this value."""
-"""Data keys added after datasets were made with them at this value (which reproduces those datasets exactly):
-left out of the identity while at it, so existing datasets and trained models keep their hash."""
+_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {"data": HASH_NEUTRAL_DEFAULTS, "model": MODEL_NEUTRAL_DEFAULTS}
+"""Per section, what a key missing from an older stored config reads as (:func:`config_diffs`)."""
 
 
 class ConfigError(ValueError):
@@ -650,7 +652,7 @@ def config_diffs(old: Mapping[str, Any], new: Mapping[str, Any],
         body = old.get(s, {})
         if k in body:
             return body[k]
-        return {"data": HASH_NEUTRAL_DEFAULTS, "model": MODEL_NEUTRAL_DEFAULTS}.get(s, {}).get(k)
+        return _NEUTRAL_DEFAULTS.get(s, {}).get(k)
 
     return [f"{s}.{k}: {stored(s, k)!r} → {v!r}" for s, body in new.items() for k, v in body.items()
             if (s, k) not in free and stored(s, k) != v]

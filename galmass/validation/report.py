@@ -26,11 +26,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from galmass.datasets.schema import OBSERVER_NAMES
 from galmass.maps import observation_to_sample
 from galmass.metrics.calibration import coverage
 from galmass.metrics.estimators import ESTIMATORS
 from galmass.metrics.summary import compute_metrics
+from galmass.observer import with_observer
 from galmass.physics.constants import RADII_FACTORS
 from galmass.validation.generator import Catalogue, ValidationSet
 
@@ -105,8 +105,8 @@ def observe_set(vset: ValidationSet, n_stars: int, *, npix: int, extent_rh: floa
     rh = np.array([s["rh_kpc"] for s in samples])
     galaxy = vset.arrays["cat_galaxy"][idx]
     est_f = np.array([e.radius_factor for e in ESTIMATORS])
-    for s in samples:  # the generator makes no binaries and no foreground: an observer would state 0 and 0
-        s["observer"] = np.full(len(OBSERVER_NAMES), 0.0 if state_observer else np.nan, dtype=np.float32)
+    # The generator makes no binaries and no foreground: an observer would state 0 and 0.
+    samples = with_observer(samples, (0.0, 0.0) if state_observer else (None, None))
     inputs = {k: np.stack([np.asarray(s[k]) for s in samples]).astype(np.float32) for k in keys} if keys else None
     return ObservedVariant(
         n_stars=int(n_stars), index=idx, galaxy=galaxy, catalogues=catalogues, rh_kpc=rh,
@@ -143,11 +143,11 @@ def score(samples: NDArray[np.floating], obs: ObservedVariant, seed: int = 0) ->
     j = list(estimators).index(best)
     by_family = by_family_at(arrays["cnn_at_estimator_residual"][:, j], arrays["estimator_residual"][:, j],
                              obs.family)
-    return {"by_family": by_family, "n_stars": obs.n_stars, "n_catalogues": n, "n_galaxies": int(np.unique(obs.galaxy).size),
+    return {"n_stars": obs.n_stars, "n_catalogues": n, "n_galaxies": int(np.unique(obs.galaxy).size),
             "n_members_median": float(np.median(obs.n_members)), "posterior_samples": int(s.shape[0]),
             "radii_factors": base["radii_factors"], "cnn": cnn, "estimators": estimators,
             "best_estimator": best, "rms_ratio_vs_best_estimator": float(ratio),
-            "coverage": base["coverage"], "tarp": base["tarp"]}
+            "coverage": base["coverage"], "tarp": base["tarp"], "by_family": by_family}
 
 
 def by_family_at(posterior_residual: NDArray[np.float64], estimator_residual: NDArray[np.float64],
