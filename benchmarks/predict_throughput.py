@@ -4,9 +4,11 @@ Usage:  python benchmarks/predict_throughput.py [--run RUN ...] [--catalogues 10
 
 Writes one table of N catalogues of ~``--stars`` stars (mock dwarfs of the median suite, 20 lines of sight each)
 under benchmarks/_work/predict/, then times (1) one `predict` call on the whole table (model loaded once,
-catalogues batched, no PNGs) and (2) the same catalogues one per `galmass predict` command (a new process and a
-model load each: what a user's shell loop does), on the first ``--single`` of them. Several ``--run`` (e.g. the
-same network with ``model.flow_passes`` null and 2) are timed batched in this one run, so their ratio is fair.
+catalogues batched, no PNGs), (2) the same call with zuko's own flow sampler in place of
+``galmass.models.sampling.sample_flow`` (the path before it), and (3) the same catalogues one per `galmass predict`
+command (a new process and a model load each: what a user's shell loop does), on the first ``--single`` of them.
+Several ``--run`` (e.g. the same network with ``model.flow_passes`` null and 2) are timed batched in this one run,
+so their ratio is fair; torch is imported before the first timing, so no row pays for it.
 Writes benchmarks/results/predict_throughput.md with the machine named. Default model: the shipped one.
 """
 
@@ -47,14 +49,32 @@ SHIPPED = "shipped"
 """``--run shipped``: the model that ships inside the package (no ``--run`` passed to predict)."""
 
 
-def _time_batch(table, out, samples: int, model: list[str]) -> float:
-    """Wall seconds of one `predict` call on the whole table (model loaded once, catalogues batched)."""
+def _time_batch(table, out, samples: int, model: list[str], zuko_sampler: bool = False) -> float:
+    """Wall seconds of one `predict` call on the whole table (model loaded once, catalogues batched); with
+    ``zuko_sampler`` the flow is sampled by zuko's ``flow(c).sample`` as before galmass.models.sampling."""
+    import galmass.models.network as network
+
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--stars", str(table), "--out", str(out), "--samples", str(samples), "--no-plot",
                               "--force", *model])
+    fast = network.sample_flow
+    if zuko_sampler:
+        network.sample_flow = lambda flow, c, n: flow(c).sample((n,))
+    try:
+        t0 = time.perf_counter()
+        run(args)
+        return time.perf_counter() - t0
+    finally:
+        network.sample_flow = fast
+
+
+def _startup_seconds(model: list[str]) -> float:
+    """Seconds for a fresh process to import galmass's predict path and load the model (paid once per command)."""
+    code = ("import sys; from galmass.predict import load_model; "
+            "load_model(sys.argv[1] if len(sys.argv) > 1 else None, None)")
     t0 = time.perf_counter()
-    run(args)
+    subprocess.run([sys.executable, "-c", code, *model[1:]], check=True, capture_output=True)
     return time.perf_counter() - t0
 
 
@@ -96,16 +116,22 @@ def main() -> None:
     table = work / "table.csv"
     write_table(table, a.catalogues, a.stars)
     runs = [None if r == SHIPPED else r for r in a.run or [SHIPPED]]
+    import torch
+
     rows = ["| model | flow passes per transform | mode | catalogues | wall s | catalogues/s |",
             "|---|---|---|---|---|---|"]
     rates = []
     for k, r in enumerate(runs):
         model = ["--run", r] if r else []
         label = r or "shipped default"
-        batch_s = _time_batch(table, work / f"batch{k}", a.samples, model)
-        rates.append(a.catalogues / batch_s)
-        rows.append(f"| {label} | {_flow_passes(r)} | one `predict` call, batched | {a.catalogues} | {batch_s:.1f} | "
-                    f"{rates[-1]:.1f} |")
+        modes = [("one `predict` call, batched", False)] + ([("the same, zuko's sampler (before)", True)] if k == 0
+                                                            else [])
+        for mode, zuko_sampler in modes:
+            batch_s = _time_batch(table, work / f"batch{k}{zuko_sampler:d}", a.samples, model, zuko_sampler)
+            rates.append(a.catalogues / batch_s)
+            rows.append(f"| {label} | {_flow_passes(r)} | {mode} | {a.catalogues} | {batch_s:.1f} | "
+                        f"{rates[-1]:.1f} |")
+    startup = _startup_seconds(["--run", runs[0]] if runs[0] else [])
     n_single, single_s = _time_single(work, table, a.samples, ["--run", runs[0]] if runs[0] else [], a.single)
     rows.append(f"| {runs[0] or 'shipped default'} | {_flow_passes(runs[0])} | one `galmass predict` command per "
                 f"catalogue | {n_single} | {single_s * n_single:.1f} | {1 / single_s:.2f} |")
@@ -115,7 +141,11 @@ def main() -> None:
         f"{a.catalogues} catalogues of {a.stars} stars (median suite, cusp), {a.samples} posterior samples each, "
         "no PNGs. Wall time including reading, checks, maps, flow sampling and writing each galaxy's "
         "posterior.json + samples.npz and the summary.", "", *rows, "",
-        f"Ratio batched ÷ one per command (first model): **{rates[0] * single_s:.0f}×** (measured in this one run).",
+        f"Ratio batched ÷ one per command (first model): **{rates[0] * single_s:.0f}×**; galmass's sampler ÷ zuko's "
+        f"in the batched command: **{rates[0] / rates[1]:.2f}×** (both measured in this one run). A fresh process "
+        f"needs {startup:.1f} s to start Python, import torch and load the model: each `galmass predict` command "
+        "pays it once (the batched rows import torch beforehand but include loading the model). "
+        f"{torch.get_num_threads()} torch threads.",
         "", "Reproduce: `python benchmarks/predict_throughput.py" + "".join(f" --run {r}" for r in a.run or []) + "`.",
     ]
     write_result("predict_throughput", "\n".join(lines) + "\n")

@@ -194,19 +194,20 @@ def read_catalogues(path: str | Path, kind: str = "stars", distance_kpc: float |
     header, rows = _read_rows(path)
     cols = _columns(path, header, rows)
     rng = rng or np.random.default_rng(0)
-    names = list(dict.fromkeys(cols["galaxy"])) if "galaxy" in cols else [path.stem]
-    if "galaxy" in cols:
-        _check_contiguous(path, cols["galaxy"])
+    n_rows = len(next(iter(cols.values())))
+    blocks = _galaxy_blocks(path, cols["galaxy"]) if "galaxy" in cols else [(path.stem, 0, n_rows)]
     out = {}
-    for name in names:
-        sel = cols["galaxy"] == name if "galaxy" in cols else slice(None)
-        sub = {k: v[sel] for k, v in cols.items()}
-        out[str(name)] = _per_galaxy(path, str(name), sub, kind, (distance_kpc, distance_err_kpc), centre_deg, rng)
+    for name, start, stop in blocks:  # slices of the contiguous blocks: one pass over the table, not one per galaxy
+        sub = {k: v[start:stop] for k, v in cols.items()}
+        out[name] = _per_galaxy(path, name, sub, kind, (distance_kpc, distance_err_kpc), centre_deg, rng)
     return out
 
 
-def _check_contiguous(path: Path, galaxy: NDArray) -> None:
-    """A galaxy name in two separate blocks of rows is most likely two galaxies given one name: refuse it."""
+def _galaxy_blocks(path: Path, galaxy: NDArray) -> list[tuple[str, int, int]]:
+    """(name, first row, end row) of each galaxy's block of rows, in file order.
+
+    A galaxy name in two separate blocks of rows is most likely two galaxies given one name: refused.
+    """
     starts = np.flatnonzero(np.r_[True, galaxy[1:] != galaxy[:-1]])
     blocks = galaxy[starts]
     names, counts = np.unique(blocks, return_counts=True)
@@ -215,6 +216,8 @@ def _check_contiguous(path: Path, galaxy: NDArray) -> None:
         rows = (starts[blocks == dup] + 1).tolist()
         raise CatalogueError(f"{path}: galaxy name {dup!r} appears in separate blocks of rows (starting at data rows "
                              f"{rows}). HINT: give each galaxy a unique name, or sort the table by galaxy")
+    ends = np.r_[starts[1:], len(galaxy)]
+    return [(str(n), int(a), int(b)) for n, a, b in zip(blocks, starts, ends)]
 
 
 def _read_directory(directory: Path, kind: str, distance_kpc: float | None, distance_err_kpc: float,

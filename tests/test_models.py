@@ -10,6 +10,7 @@ import torch
 
 from galmass.config import ModelConfig
 from galmass.models import MapEncoder, MassPosterior
+from galmass.models.sampling import sample_flow
 from galmass.physics.constants import G
 
 _CORR = 0.9 ** np.abs(np.subtract.outer(np.arange(10), np.arange(10)))  # strongly correlated neighbouring radii
@@ -105,6 +106,15 @@ def test_ensemble_is_a_mixture_of_independent_members():
     torch.testing.assert_close(net.log_prob(b), torch.logsumexp(-per_member, 0) - math.log(3))
     draws = net.sample(b, 3000)
     assert draws.shape == (3000, 4, 10) and torch.isfinite(draws).all()
+    # Stratified mixture: every draw is one member's, each member gives ⌊n/K⌋ or ⌈n/K⌉ of them.
+    torch.manual_seed(5)
+    mixed = net.sample(b, 10)
+    torch.manual_seed(5)
+    pools = [net.from_y(sample_flow(m.flow, net.context(b, i), 4), b["scalars"]) for i, m in enumerate(net.members)]
+    owner = [[i for i, p in enumerate(pools) if torch.isclose(p, d, atol=1e-5, rtol=0).all(-1).all(-1).any()]
+             for d in mixed]
+    assert all(len(o) == 1 for o in owner)
+    assert sorted(torch.bincount(torch.tensor([o[0] for o in owner]), minlength=3).tolist()) == [3, 3, 4]
     # Summaries enter the context: changing them changes it.
     b2 = dict(b, summary_stars=b["summary_stars"] + 1.0)
     assert not torch.allclose(net.context(b), net.context(b2))

@@ -27,6 +27,7 @@ from galmass.config import ModelConfig
 from galmass.datasets.schema import scalar_index, tracer_keys
 from galmass.models.alignment import mmd2
 from galmass.models.encoder import MapEncoder
+from galmass.models.sampling import sample_flow
 from galmass.physics.constants import G
 
 __all__ = ["MassPosterior", "LOG10_G", "input_keys"]
@@ -195,12 +196,14 @@ class MassPosterior(nn.Module):
 
     @torch.no_grad()
     def sample(self, batch: dict[str, torch.Tensor], n: int) -> torch.Tensor:
-        """Posterior samples of log10 M(<f_i R_h) [Msun], shape [n, B, 10] (equal-weight mixture of members)."""
+        """Posterior samples of log10 M(<f_i R_h) [Msun], shape [n, B, 10] (equal-weight mixture of members).
+
+        The mixture is sampled stratified: each of the K members draws ⌈n / K⌉ and a random n of the pooled draws
+        are kept in random order, so an ensemble costs what one network does (not K × n draws of which n are kept).
+        """
         maps, inputs = self._inputs(batch)
-        draws = torch.stack([m.flow(m.context(maps, inputs)).sample((n,)) for m in self.members])  # [K, n, B, 10]
-        if len(self.members) > 1:
-            pick = torch.randint(len(self.members), draws.shape[1:3], device=draws.device)  # [n, B]
-            draws = torch.gather(draws, 0, pick[None, :, :, None].expand(1, *draws.shape[1:])).squeeze(0)
-        else:
-            draws = draws[0]
+        k = len(self.members)
+        draws = torch.cat([sample_flow(m.flow, m.context(maps, inputs), -(-n // k)) for m in self.members])
+        if k > 1:
+            draws = draws[torch.randperm(len(draws), device=draws.device)[:n]]
         return self.from_y(draws, batch["scalars"])

@@ -1,0 +1,96 @@
+"""Posterior sampling of a zuko masked autoregressive flow, with the context's share computed once per context.
+
+``flow(c).sample((n,))`` evaluates the whole hyper-network for every draw and every inverse pass, although with
+n draws per context (a posterior of one catalogue) much of it is the same for all n draws:
+
+- the first inverse pass starts from x = 0, so its output depends on the context alone: one evaluation per
+  context, broadcast over the n draws (half of the work of a coupling flow, ``passes=2``);
+- the first layer is W [x, c] + b = W_x x + (W_c c + b): the bracket is one product per context, and per draw
+  only the small W_x x remains (10 labels against a 64-wide context here).
+
+Same arithmetic as zuko's inverse (the same univariate transform, the same activations and masks) up to the
+order of float additions; the base draws come from zuko's own distribution, so a seed gives the same noise. zuko
+has no such path (its transforms see one joint input), hence this module. Anything but a plain masked
+autoregressive flow (MAF/NSF) is sampled by zuko itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from zuko.flows import Flow
+from zuko.flows.autoregressive import MaskedAutoregressiveTransform
+from zuko.nn import MaskedLinear
+from zuko.utils import unpack
+
+__all__ = ["sample_flow"]
+
+
+def _supported(flow: nn.Module) -> bool:
+    """A zuko Flow whose transforms are all masked autoregressive with a plain (non-residual) MaskedMLP."""
+    transforms = getattr(getattr(flow, "transform", None), "transforms", None)
+    return (isinstance(flow, Flow) and transforms is not None and len(transforms) > 0
+            and all(isinstance(t, MaskedAutoregressiveTransform) and t.order is not None
+                    and isinstance(t.hyper[0], MaskedLinear) and isinstance(t.hyper[-1], MaskedLinear)
+                    and all(isinstance(m, MaskedLinear) or not list(m.parameters()) for m in t.hyper)
+                    for t in transforms))
+
+
+CHUNK_ROWS = 4096
+"""Draws × contexts per evaluation of the hyper-network: the activations (rows × hidden width floats, 2 MiB at 128)
+stay in cache and the allocator reuses them. One 32 × 1000-draw block at once was 6× slower on a 2-core EPYC: its
+16 MiB activations were freshly mapped pages on every layer (ReLU alone took half the time)."""
+
+
+class _Inverse:
+    """t(c)⁻¹ for one transform and fixed contexts c [B, C]: the context's share precomputed, then any y [m, B, F].
+
+    Pass p (p >= 2) of zuko's inverse fixes the features of order group p - 1 (the earlier groups come out
+    unchanged, the later ones are overwritten by later passes), so only their rows of the output layer are
+    evaluated and only they are updated.
+    """
+
+    def __init__(self, t: MaskedAutoregressiveTransform, c: torch.Tensor) -> None:
+        first, last = t.hyper[0], t.hyper[-1]
+        w = first.mask * first.weight  # [H, F + C]
+        features = w.shape[1] - c.shape[-1]
+        self.t, self.hidden = t, list(t.hyper)[1:-1]
+        self.w_x = w[:, :features].T.contiguous()  # [F, H]
+        self.c_part = c @ w[:, features:].T + first.bias  # [B, H]: the context's share of the first layer
+        self.first_pass = self._univariate(self.c_part, last.mask * last.weight, last.bias)  # from x = 0
+        self.later = []  # (features fixed by the pass, their output rows' weights and biases), passes 2..P
+        w_out = last.mask * last.weight
+        for group in range(1, t.passes):
+            feats = torch.nonzero(t.order == group).flatten()
+            rows = (feats[:, None] * t.total + torch.arange(t.total)).flatten()
+            self.later.append((feats, w_out[rows], last.bias[rows]))
+
+    def _univariate(self, h: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor):
+        for layer in self.hidden:
+            h = layer(h)
+        phi = torch.nn.functional.linear(h, w_out, b_out)
+        return self.t.univariate(*unpack(phi.unflatten(-1, (-1, self.t.total)), self.t.shapes))
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        """x with t(c)(x) = y, as zuko's ``AutoregressiveTransform._inverse`` (``passes`` sequential passes)."""
+        x = self.first_pass.inv(y)
+        for feats, w_out, b_out in self.later:
+            h = torch.matmul(x, self.w_x).add_(self.c_part)
+            x[..., feats] = self._univariate(h, w_out, b_out).inv(y[..., feats])
+        return x
+
+
+@torch.no_grad()
+def sample_flow(flow: nn.Module, c: torch.Tensor, n: int) -> torch.Tensor:
+    """n draws [n, B, F] of the conditional flow at contexts ``c`` [B, C] (zuko's own sampler if unsupported)."""
+    dist = flow(c)
+    if not _supported(flow):
+        return dist.sample((n,))
+    z = dist.base.rsample((n,))  # as zuko draws them (its sample() is rsample()): a seed gives the same noise
+    steps = [_Inverse(t, c) for t in reversed(flow.transform.transforms)]
+    chunks = []
+    for x in z.split(max(1, CHUNK_ROWS // max(1, c.shape[0]))):
+        for step in steps:
+            x = step(x)
+        chunks.append(x)
+    return torch.cat(chunks)
