@@ -162,6 +162,16 @@ def _cmd_ship(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_ensemble(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.models.combine import combine_runs
+
+    if overrides:
+        raise ConfigError(f"command line: galmass ensemble takes no overrides, got {overrides}")
+    prov = combine_runs(args.runs, args.out)
+    print(f"[galmass] wrote {prov.with_name('best.pt')}: a {len(args.runs)}-run ensemble (members: {prov})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     """Generate → torchrun training per tracer → evaluate → report, on the embedded mock suites."""
     from galmass.mocks.generate import generate_dataset
@@ -278,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="stars", help="model name (galmass/pretrained/<name>.pt)")
     p.set_defaults(func=_cmd_ship)
 
+    p = sub.add_parser("ensemble", help="one mixture model (deep ensemble) from finished runs trained with different "
+                       "seeds on the same dataset")
+    p.add_argument("runs", nargs="+", help="finished run directories (best.pt, done.json)")
+    p.add_argument("--out", required=True, help="new directory for the combined best.pt and ensemble.json")
+    p.set_defaults(func=_cmd_ensemble)
+
     p = sub.add_parser("demo", help="mock → torchrun training per tracer → evaluate → report")
     p.add_argument("--config", default=None)
     p.add_argument("--tracers", default="stars,gas,gas+stars")
@@ -305,11 +321,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe a user's input or environment (their messages name the file and the fix)."""
     from galmass.catalogue import CatalogueError
     from galmass.datasets.reader import DatasetError
+    from galmass.models.combine import EnsembleError
     from hpc.atomic import DiskFullError
     from hpc.checkpoint import CheckpointError
     from hpc.lock import LockedError
 
-    return (CatalogueError, DatasetError, DiskFullError, CheckpointError, LockedError, FileNotFoundError, FileExistsError)
+    return (CatalogueError, DatasetError, EnsembleError, DiskFullError, CheckpointError, LockedError,
+            FileNotFoundError, FileExistsError)
 
 
 if __name__ == "__main__":

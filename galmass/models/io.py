@@ -7,6 +7,7 @@ absolute path), so a later step can refuse a dataset that is not the one the mod
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from galmass.config import Config, ConfigError, build_dataclass, config_to_dict,
 from galmass.models.network import MassPosterior
 from hpc.atomic import atomic_path
 
-__all__ = ["to_torch", "build_model", "save_model", "load_trained", "ModelFileError"]
+__all__ = ["to_torch", "build_model", "save_model", "load_trained", "training_summary", "ModelFileError"]
 
 
 class ModelFileError(FileNotFoundError):
@@ -82,3 +83,13 @@ def _config_of(run_dir: Path, blob: dict[str, Any]) -> Config:
     if (run_dir / "config.yaml").exists():
         return load_config(run_dir / "config.yaml")
     return build_dataclass(Config, blob["config"], f"{run_dir} (config stored in the model file)")
+
+
+def training_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """A finished run's training (epochs run, early stop, seconds, ranks) from its ``done.json``; None if unfinished."""
+    path = Path(run_dir) / "done.json"
+    if not path.exists():
+        return None
+    done = json.loads(path.read_text())
+    return {"epochs_run": done["epochs_run"], "stopped_early": done["stopped_early"],
+            "seconds": sum(h["seconds"] for h in done["history"]), "world_size": done["world_size"]}

@@ -16,7 +16,8 @@ from typing import Any
 
 from galmass import __version__
 from galmass.datasets.integrity import sha256_file
-from galmass.models.io import ModelFileError, load_trained
+from galmass.models.combine import PROVENANCE
+from galmass.models.io import ModelFileError, load_trained, training_summary
 from galmass.pretrained import MODEL_DIR
 from hpc.atomic import atomic_path, atomic_write_json
 
@@ -40,8 +41,11 @@ def _test_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
 def build_card(run_dir: Path, weights: Path, name: str) -> dict[str, Any]:
     """The model card of ``run_dir``'s best model (``weights`` is the file the card describes)."""
     model, cfg, blob = load_trained(run_dir)
-    done = _read_json(run_dir / "done.json")
-    if done is None:
+    training, ensemble = training_summary(run_dir), _read_json(run_dir / PROVENANCE)
+    if training is None and ensemble is not None:  # `galmass ensemble` of finished runs: their training, summed
+        training = {"seconds": sum(m["training"]["seconds"] for m in ensemble["members"]),
+                    "ensemble_of": ensemble["members"]}
+    if training is None:
         raise ModelFileError(f"{run_dir}: no done.json, the run has not finished. HINT: finish training first")
     manifest = _read_json(Path(blob["data_path"]) / "manifest.json") or {}
     validations = {p.parent.name: p for p in sorted(run_dir.glob("validate-*/metrics.json"))}
@@ -49,8 +53,7 @@ def build_card(run_dir: Path, weights: Path, name: str) -> dict[str, Any]:
         "name": name, "galmass_version": __version__, "shipped": dt.datetime.now(dt.timezone.utc).isoformat(),
         "weights_sha256": sha256_file(weights), "parameters": int(sum(p.numel() for p in model.parameters())),
         "config": blob["config"], "best_epoch": blob["epoch"], "best_val_nll": blob["val_nll"],
-        "training": {"epochs_run": done["epochs_run"], "stopped_early": done["stopped_early"],
-                     "seconds": sum(h["seconds"] for h in done["history"]), "world_size": done["world_size"]},
+        "training": training,
         "dataset": {"data_hash": blob.get("data_hash"), "suites": manifest.get("suites"),
                     "feedbacks": manifest.get("feedbacks"), "counts": manifest.get("counts"),
                     "config": blob.get("data_config")},
