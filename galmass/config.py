@@ -40,6 +40,7 @@ __all__ = [
     "RESUME_FREE_KEYS",
     "DATA_NON_CONTENT_KEYS",
     "HASH_NEUTRAL_DEFAULTS",
+    "RECIPE_NEUTRAL_DEFAULTS",
     "data_identity",
     "data_hash",
     "config_diffs",
@@ -59,6 +60,9 @@ DATA_NON_CONTENT_KEYS: tuple[str, ...] = ("path", "workers")
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"vary_fractions": False}
 """Data keys added after datasets were made with them at this value (which reproduces those datasets exactly):
 left out of the identity while at it, so existing datasets and trained models keep their hash."""
+RECIPE_NEUTRAL_DEFAULTS: dict[str, Any] = {"df_isotropise": False}
+"""Suite-recipe keys added after datasets were made without them, at the value that reproduces those datasets:
+left out of the recipe contents in the data identity while at it, so existing datasets keep their hash."""
 MODEL_NEUTRAL_DEFAULTS: dict[str, Any] = {"observer_inputs": False, "observer_hidden": 0.5}
 """Model keys added after runs were trained without them, at the value that reproduces those runs: a stored config
 that lacks one resumes as if it had this value."""
@@ -627,7 +631,8 @@ def recipe_contents(suites: list[str], feedbacks: list[str]) -> dict[str, dict[s
     for key, names, load in (("suites", suites, load_suite), ("feedbacks", feedbacks, load_feedback)):
         for n in names:
             try:
-                out[key][str(n)] = dataclasses.asdict(load(n))
+                out[key][str(n)] = {k: v for k, v in dataclasses.asdict(load(n)).items()
+                                    if not (k in RECIPE_NEUTRAL_DEFAULTS and v == RECIPE_NEUTRAL_DEFAULTS[k])}
             except ConfigError as err:
                 raise ConfigError(f"data.{key}: {err}") from None
     return out

@@ -255,3 +255,29 @@ def test_df_flag_fraction_eligibility_and_seed_types():
     assert seq.n_children_spawned == 0  # the caller's sequence is not advanced
     with pytest.raises(Exception, match="df_fraction"):
         dataclasses.replace(spec, df_fraction=1.5)
+
+
+def test_df_isotropise_gives_constant_beta_galaxies_the_isotropic_df():
+    """SuiteSpec.df_isotropise: a constant-beta galaxy drawn for DF velocities becomes beta = 0 with the isotropic
+    Eddington DF; every other parameter, the Osipkov–Merritt galaxies and the data identity at the default are
+    unchanged."""
+    from galmass.config import recipe_contents
+
+    spec = dataclasses.replace(load_suite("compact"), df_fraction=1.0, flattened_fraction=0.0, bvh_fraction=0.0)
+    iso = dataclasses.replace(spec, df_isotropise=True)
+    plain = [draw_galaxy(spec, load_feedback("core"), i) for i in range(40)]
+    made = [draw_galaxy(iso, load_feedback("core"), i) for i in range(40)]
+    changed = [(p, m) for p, m in zip(plain, made) if p != m]
+    assert len(changed) >= 5  # constant-beta galaxies with a non-negative isotropic DF
+    for p, m in changed:
+        assert not p.om and p.beta != 0.0 and not p.equilibrium_df  # before: Gaussians, no DF for beta != 0
+        assert m.equilibrium_df and m.beta == 0.0
+        assert dataclasses.replace(m, beta=p.beta, equilibrium_df=False) == p  # nothing else moves
+    assert all(p == m for p, m in zip(plain, made) if p.om or p.beta == 0.0)
+    g = changed[0][1]
+    pos, vel = sample_stars(g, 3000, np.random.default_rng(0))
+    v_r = np.einsum("ij,ij->i", vel, pos) / np.linalg.norm(pos, axis=1)
+    v_t2 = np.sum(vel**2, axis=1) - v_r**2
+    assert abs(1 - np.mean(v_t2) / (2 * np.mean(v_r**2))) < 0.1  # isotropic: beta = 1 - σ_t² / (2 σ_r²) ≈ 0
+    # The default is left out of the recipe contents, so datasets made before the key existed keep their hash.
+    assert "df_isotropise" not in recipe_contents(["compact"], [])["suites"]["compact"]

@@ -392,20 +392,26 @@ def _flag_equilibrium_df(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random
     The deciding uniform comes from an independent child of the galaxy seed (built with a fixed spawn key, so the
     caller's SeedSequence is not advanced), never from draw_galaxy's main stream, which draws every variable in a
     fixed order: with df_fraction = 0 nothing is drawn and the galaxy is unchanged. Eligible are Osipkov–Merritt
-    and beta = 0 galaxies whose DF is non-negative (:func:`_stellar_df` raises otherwise: a cored light profile in
+    and beta = 0 galaxies (with ``suite.df_isotropise`` also constant-beta ones, made isotropic) whose DF is
+    non-negative (:func:`_stellar_df` raises otherwise: a cored light profile in
     a central cusp - NFW, or the gas disc, whose spherical M(<r) ∝ r^2 acts as one - has f(E) < 0 for the most
     bound energies) and that are neither Baes & van Hese nor flattened; the others keep Jeans-Gaussian velocities.
     """
     if suite.df_fraction <= 0.0:
         return galaxy
     chosen = bool(_child_rng(seed, _DF_SPAWN_KEY).random() < suite.df_fraction)
-    if not chosen or galaxy.bvh or galaxy.flattened or not (galaxy.om or galaxy.beta == 0.0):
+    if not chosen or galaxy.bvh or galaxy.flattened:
         return galaxy
+    candidate = galaxy
+    if not (galaxy.om or galaxy.beta == 0.0):
+        if not suite.df_isotropise:
+            return galaxy
+        candidate = dataclasses.replace(galaxy, beta=0.0)  # SuiteSpec.df_isotropise: the isotropic DF instead
     try:
-        _stellar_df(galaxy)  # cached for sample_stars
+        _stellar_df(candidate)  # cached for sample_stars
     except ValueError:
         return galaxy
-    return dataclasses.replace(galaxy, equilibrium_df=True)
+    return dataclasses.replace(candidate, equilibrium_df=True)
 
 
 @functools.lru_cache(maxsize=4)

@@ -88,6 +88,12 @@ class SuiteSpec:
     dispersions, so that their line-of-sight velocity distributions have the equilibrium kurtosis (observed
     2.8-3.3) instead of exactly 3. Only Osipkov–Merritt and beta = 0 galaxies with a non-negative DF qualify; the
     choice comes from a child of the galaxy seed, so 0 (default) leaves every galaxy and star bit-identical."""
+    df_isotropise: bool = False
+    """True: a constant-beta galaxy drawn for equilibrium-DF velocities (``df_fraction``) is made isotropic
+    (beta = 0) and gets the isotropic Eddington DF, instead of keeping Jeans-Gaussian velocities because no DF
+    exists here for constant beta != 0. beta is drawn from a continuous range, so without this the isotropic DF
+    never occurs and only Osipkov–Merritt galaxies have equilibrium line-of-sight velocity distributions. False
+    (default) leaves every galaxy and star bit-identical."""
     bvh_fraction: float = 0.0
     """Fraction of galaxies with Baes & van Hese (2007, A&A 471, 419) anisotropy
     beta(r) = (beta_0 + beta_inf x^delta) / (1 + x^delta), x = r / r_a, which replaces their constant-beta or
