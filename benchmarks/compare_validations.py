@@ -1,14 +1,16 @@
 """Two models on the independent validation set: bias, RMS and 68 % coverage, and their paired differences.
 
 Usage:  python benchmarks/compare_validations.py A_DIR B_DIR [--label-a shipped] [--label-b new] [--boot 1000]
-                                                 [--name compare_validations] [--note TEXT]
+                                                 [--name compare_validations] [--note TEXT] [--also DIR=LABEL ...]
 
 A_DIR and B_DIR are ``galmass validate`` output directories (``RUN/validate-<set>/``) of the same validation set
 and options. From their ``posteriors.npz`` (per catalogue: truth and the posterior's 16/50/84 % points) it reports,
 per N★ variant and radius f R_h, each model's bias (median of log10 M_pred/M_true), RMS and 68 % coverage, and
 B − A with a bootstrap standard error over *galaxies* (a galaxy's lines of sight are resampled together, the same
 resample for both models: the difference is paired, so it is resolved well below either model's own error).
-Writes ``benchmarks/results/<name>.md`` with the machine.
+``--also`` adds more directories of the same set to a closing table of every model's own numbers (not paired):
+e.g. several training seeds, to read a paired B − A against the spread between seeds. Writes
+``benchmarks/results/<name>.md`` with the machine.
 """
 
 from __future__ import annotations
@@ -64,6 +66,23 @@ def _load(path: Path, ap: argparse.ArgumentParser) -> tuple[np.lib.npyio.NpzFile
     return np.load(path / "posteriors.npz"), json.loads((path / "metrics.json").read_text())
 
 
+def _summary_lines(models: list[tuple[str, np.lib.npyio.NpzFile, dict]], factors: np.ndarray) -> list[str]:
+    """One row per model and N★: RMS ÷ best estimator, bias / RMS / 68 % coverage at the shown radii, the lowest
+    coverage over all radii, TARP."""
+    shown = " / ".join(f"{factors[k]:.1f}" for k in SHOWN)
+    lines = ["## Every model on its own", "",
+             f"| model | N★ | RMS ÷ best estimator | bias {shown} R_h | RMS {shown} R_h | 68 % cov {shown} R_h | "
+             "lowest cov | TARP |", "|---|---|---|---|---|---|---|---|"]
+    for n in sorted(models[0][2]["variants"], key=int):
+        for label, z, m in models:
+            v = _variant(z, int(n))
+            st, var = _stats(v["res"], v["inside"]), m["variants"][n]
+            cols = [" / ".join(f"{st[s, k]:{fmt}}" for k in SHOWN) for s, fmt in ((0, "+.3f"), (1, ".3f"), (2, ".2f"))]
+            lines.append(f"| {label} | {n} | {var['rms_ratio_vs_best_estimator']:.2f} | {' | '.join(cols)} | "
+                         f"{st[2].min():.2f} | {var['tarp']['max_abs_error']:.3f} |")
+    return lines + [""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a")
@@ -73,11 +92,15 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--name", default="compare_validations")
     ap.add_argument("--note", default="", help="a paragraph on what A and B are and how they were made")
+    ap.add_argument("--also", action="append", default=[], metavar="DIR=LABEL",
+                    help="another validate directory of the same set for the closing table (repeatable)")
     args = ap.parse_args()
     (za, ma), (zb, mb) = _load(Path(args.a), ap), _load(Path(args.b), ap)
-    if ma["set"]["name"] != mb["set"]["name"] or sorted(ma["variants"]) != sorted(mb["variants"]):
-        ap.error(f"different validation sets or N★ variants ({ma['set']['name']} vs {mb['set']['name']}): "
-                 "a paired difference would mean nothing")
+    also = [(label, *_load(Path(d), ap)) for d, _, label in (x.partition("=") for x in args.also)]
+    for other in [mb] + [m for _, _, m in also]:
+        if ma["set"]["name"] != other["set"]["name"] or sorted(ma["variants"]) != sorted(other["variants"]):
+            ap.error(f"different validation sets or N★ variants ({ma['set']['name']} vs {other['set']['name']}): "
+                     "a comparison would mean nothing")
     factors = za["radii_factors"]
     lines = [f"# {args.label_b} vs {args.label_a} on the independent validation set", "",
              f"Machine: {machine()}; load {load_average()}", "",
@@ -102,6 +125,8 @@ def main() -> None:
                   f"TARP max |ECP − α|: A {ma['variants'][n]['tarp']['max_abs_error']:.3f}, "
                   f"B {mb['variants'][n]['tarp']['max_abs_error']:.3f}.", ""] + _family_lines(ma["variants"][n],
                                                                                            mb["variants"][n])
+    if also:
+        lines += _summary_lines([(args.label_a, za, ma), (args.label_b, zb, mb)] + also, factors)
     write_result(args.name, "\n".join(lines))
 
 

@@ -431,3 +431,18 @@ def test_slurm_submitit_owns_requeue_and_max_num_timeout(slurm, tmp_path):
     finally:
         subprocess.run(["scancel", str(task).split("_")[0]], capture_output=True)
         subprocess.run(["scancel", *res["submitted"]["evaluate"]], capture_output=True)
+
+
+def test_seed_sweep_trains_ensemble_members_on_one_dataset():
+    """slurm/sweep_seeds.yaml: one cell per training seed, all on one dataset, configs differing only in the seed
+    (and the run directory), which is what `galmass ensemble` accepts."""
+    from galmass.config import config_to_dict
+    from galmass.sweep import load_sweep, plan_sweep
+
+    example = REPO / "slurm" / "sweep_seeds.yaml"
+    plan = plan_sweep(load_sweep(example), example.parent)
+    assert [c.name for c in plan.cells] == ["seed-0", "seed-1", "seed-2"] and len(plan.datasets) == 1
+    configs = [config_to_dict(plan._configs[c.name]) for c in plan.cells]
+    for cfg in configs:
+        assert cfg["model"] == configs[0]["model"] and cfg["data"] == configs[0]["data"]
+    assert [c["train"]["seed"] for c in configs] == [0, 1, 2]
