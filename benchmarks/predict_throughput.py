@@ -26,7 +26,7 @@ from _common import ROOT, load_average, machine, write_result  # noqa: E402  (pu
 from galmass.mocks.galaxy import draw_galaxy, sample_stars  # noqa: E402
 from galmass.mocks.projection import project  # noqa: E402
 from galmass.mocks.suites import load_feedback, load_suite  # noqa: E402
-from galmass.predict import add_arguments, run  # noqa: E402
+from galmass.predict import BATCH, add_arguments, run  # noqa: E402
 
 
 def write_table(path, n_cat: int, n_stars: int, seed: int = 0) -> None:
@@ -49,24 +49,28 @@ SHIPPED = "shipped"
 """``--run shipped``: the model that ships inside the package (no ``--run`` passed to predict)."""
 
 
-def _time_batch(table, out, samples: int, model: list[str], zuko_sampler: bool = False) -> float:
+def _time_batch(table, out, samples: int, model: list[str], zuko_sampler: bool = False,
+                batch: int | None = None) -> float:
     """Wall seconds of one `predict` call on the whole table (model loaded once, catalogues batched); with
-    ``zuko_sampler`` the flow is sampled by zuko's ``flow(c).sample`` as before galmass.models.sampling."""
+    ``zuko_sampler`` the flow is sampled by zuko's ``flow(c).sample`` as before galmass.models.sampling, with
+    ``batch`` that many catalogues per network call instead of ``galmass.predict.BATCH``."""
     import galmass.models.network as network
+    import galmass.predict as predict
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--stars", str(table), "--out", str(out), "--samples", str(samples), "--no-plot",
                               "--force", *model])
-    fast = network.sample_flow
+    fast, default_batch = network.sample_flow, predict.BATCH
     if zuko_sampler:
         network.sample_flow = lambda flow, c, n: flow(c).sample((n,))
+    predict.BATCH = batch or default_batch
     try:
         t0 = time.perf_counter()
         run(args)
         return time.perf_counter() - t0
     finally:
-        network.sample_flow = fast
+        network.sample_flow, predict.BATCH = fast, default_batch
 
 
 def _startup_seconds(model: list[str]) -> float:
@@ -109,6 +113,8 @@ def main() -> None:
     ap.add_argument("--stars", type=int, default=100)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--single", type=int, default=10, help="catalogues timed one per command (first model)")
+    ap.add_argument("--batch", type=int, nargs="*", default=[32], help="other catalogues per network call to time "
+                    "(first model)")
     a = ap.parse_args()
     work = ROOT / "benchmarks" / "_work" / "predict"
     shutil.rmtree(work, ignore_errors=True)
@@ -120,15 +126,19 @@ def main() -> None:
 
     rows = ["| model | flow passes per transform | mode | catalogues | wall s | catalogues/s |",
             "|---|---|---|---|---|---|"]
-    rates = []
+    rates, zuko_rate = [], None
     for k, r in enumerate(runs):
         model = ["--run", r] if r else []
         label = r or "shipped default"
-        modes = [("one `predict` call, batched", False)] + ([("the same, zuko's sampler (before)", True)] if k == 0
-                                                            else [])
-        for mode, zuko_sampler in modes:
-            batch_s = _time_batch(table, work / f"batch{k}{zuko_sampler:d}", a.samples, model, zuko_sampler)
+        modes = [(f"one `predict` call, {BATCH} catalogues per network call", False, None)]
+        if k == 0:
+            modes += [(f"the same, {b} per call", False, b) for b in a.batch if b != BATCH]
+            modes += [(f"the same, {b} per call, zuko's sampler (before)", True, b) for b in sorted({32, BATCH})]
+        for j, (mode, zuko_sampler, batch) in enumerate(modes):
+            batch_s = _time_batch(table, work / f"batch{k}-{j}", a.samples, model, zuko_sampler, batch)
             rates.append(a.catalogues / batch_s)
+            if zuko_sampler and (batch or BATCH) == BATCH:
+                zuko_rate = rates[-1]
             rows.append(f"| {label} | {_flow_passes(r)} | {mode} | {a.catalogues} | {batch_s:.1f} | "
                         f"{rates[-1]:.1f} |")
     startup = _startup_seconds(["--run", runs[0]] if runs[0] else [])
@@ -142,7 +152,7 @@ def main() -> None:
         "no PNGs. Wall time including reading, checks, maps, flow sampling and writing each galaxy's "
         "posterior.json + samples.npz and the summary.", "", *rows, "",
         f"Ratio batched ÷ one per command (first model): **{rates[0] * single_s:.0f}×**; galmass's sampler ÷ zuko's "
-        f"in the batched command: **{rates[0] / rates[1]:.2f}×** (both measured in this one run). A fresh process "
+        f"in the batched command ({BATCH} per call): **{rates[0] / zuko_rate:.2f}×** (both measured in this one run). A fresh process "
         f"needs {startup:.1f} s to start Python, import torch and load the model: each `galmass predict` command "
         "pays it once (the batched rows import torch beforehand but include loading the model). "
         f"{torch.get_num_threads()} torch threads.",

@@ -19,6 +19,12 @@ from galmass.predict import add_arguments as add_predict_arguments
 __all__ = ["main"]
 
 
+def _no_overrides(command: str, overrides: list[str], hint: str = "") -> None:
+    """Commands without a run config refuse ``--section.key=value`` arguments instead of ignoring them."""
+    if overrides:
+        raise ConfigError(f"command line: galmass {command} takes no overrides{hint}, got {overrides}")
+
+
 def _cmd_mock(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.mocks.generate import generate_dataset
 
@@ -96,8 +102,7 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.evaluate import main as eval_main
 
-    if overrides:
-        raise ConfigError(f"command line: galmass evaluate takes no overrides, got {overrides}")
+    _no_overrides("evaluate", overrides)
     argv = ["--run", args.run]
     for flag in ("data", "split", "out", "samples"):
         if getattr(args, flag) is not None:
@@ -108,8 +113,7 @@ def _cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_report(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.report import write_report
 
-    if overrides:
-        raise ConfigError(f"command line: galmass report takes no overrides, got {overrides}")
+    _no_overrides("report", overrides)
     dirs = []
     for d in args.eval:
         d = Path(d)
@@ -128,26 +132,21 @@ def _cmd_report(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_predict(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.predict import run
 
-    if overrides:
-        raise ConfigError(f"command line: galmass predict takes no --section.key overrides (the model's config is "
-                          f"fixed by --run or the shipped model), got {overrides}")
+    _no_overrides("predict", overrides, " (the model's config is fixed by --run or the shipped model)")
     return run(args)
 
 
 def _cmd_validate(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.validate import run as validate_run
 
-    if overrides:
-        raise ConfigError(f"command line: galmass validate takes no --section.key overrides (the model's config is "
-                          f"fixed by RUN), got {overrides}")
+    _no_overrides("validate", overrides, " (the model's config is fixed by RUN)")
     return validate_run(args)
 
 
 def _cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.sweep import main as sweep_main
 
-    if overrides:
-        raise ConfigError(f"command line: galmass sweep takes no overrides (put them in the sweep YAML), got {overrides}")
+    _no_overrides("sweep", overrides, " (put them in the sweep YAML)")
     argv = [args.sweep] + (["--dry-run"] if args.dry_run else []) + (["--wait"] if args.wait else [])
     return sweep_main(argv + (["--executor", args.executor] if args.executor else []))
 
@@ -155,8 +154,7 @@ def _cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_ship(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.pretrained.ship import ship_model
 
-    if overrides:
-        raise ConfigError(f"command line: galmass ship takes no overrides, got {overrides}")
+    _no_overrides("ship", overrides)
     card = ship_model(args.run, args.name)
     print(f"[galmass] shipped {args.run}/best.pt as {card.with_name(args.name + '.pt')} with {card}")
     return 0
@@ -165,8 +163,7 @@ def _cmd_ship(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_ensemble(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.models.combine import combine_runs
 
-    if overrides:
-        raise ConfigError(f"command line: galmass ensemble takes no overrides, got {overrides}")
+    _no_overrides("ensemble", overrides)
     prov = combine_runs(args.runs, args.out)
     print(f"[galmass] wrote {prov.with_name('best.pt')}: a {len(args.runs)}-run ensemble (members: {prov})")
     return 0

@@ -185,7 +185,7 @@ def realisations(t: Target, dc: dict[str, Any], k: int, rng: np.random.Generator
     return out
 
 
-BATCH = 32
+BATCH = 128
 """Catalogue realisations per network call: the model is loaded once and catalogues go through it in batches (the
 flow sampler bounds its own working set, ``galmass.models.sampling.CHUNK_ROWS``)."""
 
