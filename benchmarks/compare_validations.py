@@ -51,7 +51,8 @@ def _family_lines(va: dict, vb: dict) -> list[str]:
         return []
     r = va["estimators"][va["best_estimator"]]["radius_factor"]
     lines = [f"By generating family at {r:.2f} R_h ({va['best_estimator']}'s radius): bias [dex]", "",
-             "| family | catalogues | A | B | estimator | A − estimator | B − estimator |", "|---|---|---|---|---|---|---|"]
+             "| family | catalogues | A | B | estimator | A − estimator | B − estimator |",
+             "|---|---|---|---|---|---|---|"]
     for key, values in va["by_family"].items():
         for v, a in values.items():
             b, e = vb["by_family"][key][v]["bias"], a["estimator_bias"]

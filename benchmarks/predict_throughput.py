@@ -152,8 +152,8 @@ def main() -> None:
         "no PNGs. Wall time including reading, checks, maps, flow sampling and writing each galaxy's "
         "posterior.json + samples.npz and the summary.", "", *rows, "",
         f"Ratio batched ÷ one per command (first model): **{rates[0] * single_s:.0f}×**; galmass's sampler ÷ zuko's "
-        f"in the batched command ({BATCH} per call): **{rates[0] / zuko_rate:.2f}×** (both measured in this one run). A fresh process "
-        f"needs {startup:.1f} s to start Python, import torch and load the model: each `galmass predict` command "
+        f"in the batched command ({BATCH} per call): **{rates[0] / zuko_rate:.2f}×** (both measured in this one "
+        f"run). A fresh process needs {startup:.1f} s to start Python, import torch and load the model: each `galmass predict` command "
         "pays it once (the batched rows import torch beforehand but include loading the model). "
         f"{torch.get_num_threads()} torch threads.",
         "", "Reproduce: `python benchmarks/predict_throughput.py" + "".join(f" --run {r}" for r in a.run or []) + "`.",

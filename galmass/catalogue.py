@@ -194,8 +194,7 @@ def read_catalogues(path: str | Path, kind: str = "stars", distance_kpc: float |
     header, rows = _read_rows(path)
     cols = _columns(path, header, rows)
     rng = rng or np.random.default_rng(0)
-    n_rows = len(next(iter(cols.values())))
-    blocks = _galaxy_blocks(path, cols["galaxy"]) if "galaxy" in cols else [(path.stem, 0, n_rows)]
+    blocks = _galaxy_blocks(path, cols["galaxy"]) if "galaxy" in cols else [(path.stem, 0, len(rows))]
     out = {}
     for name, start, stop in blocks:  # slices of the contiguous blocks: one pass over the table, not one per galaxy
         sub = {k: v[start:stop] for k, v in cols.items()}

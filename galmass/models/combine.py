@@ -11,7 +11,7 @@ whitening in their buffers are its statistics) and the same model section apart 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ import torch
 
 from galmass.config import Config, config_to_dict
 from galmass.datasets.integrity import sha256_file
-from galmass.models.io import load_trained, training_summary
+from galmass.models.io import load_trained, save_model, training_summary
 from galmass.models.network import MassPosterior
-from hpc.atomic import atomic_path, atomic_write_json
+from hpc.atomic import atomic_write_json
 
 __all__ = ["EnsembleError", "combine_runs"]
 
@@ -37,8 +37,10 @@ def _model_section(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in config_to_dict(cfg)["model"].items() if k != "ensemble"}
 
 
-def _check_members(runs: list[Path], loaded: list[tuple[MassPosterior, Config, dict[str, Any]]]) -> None:
-    """Same dataset, same model section (but ``ensemble``), same buffers, and no run twice."""
+def _check_members(runs: list[Path], loaded: list[tuple[MassPosterior, Config, dict[str, Any]]],
+                   digests: list[str]) -> None:
+    """Same dataset (hence the same normalisation buffers), same model section (but ``ensemble``), no weights
+    twice (``digests``: sha256 of each run's ``best.pt``)."""
     ref_run, (ref_model, ref_cfg, ref_blob) = runs[0], loaded[0]
     for run, (model, cfg, blob) in zip(runs[1:], loaded[1:]):
         if blob.get("data_hash") != ref_blob.get("data_hash"):
@@ -51,7 +53,6 @@ def _check_members(runs: list[Path], loaded: list[tuple[MassPosterior, Config, d
             raise EnsembleError(f"{run} and {ref_run} differ in model.{', model.'.join(diff)} "
                                 f"({[b.get(k) for k in diff]} vs {[a.get(k) for k in diff]}). HINT: members of "
                                 "one ensemble differ only in train.seed (and the run directory)")
-    digests = [sha256_file(r / "best.pt") for r in runs]
     for i, d in enumerate(digests):
         if d in digests[:i]:
             raise EnsembleError(f"{runs[i]} has the same weights as {runs[digests.index(d)]}: an ensemble of copies "
@@ -78,27 +79,26 @@ def combine_runs(runs: list[str | Path], out: str | Path) -> Path:
         raise EnsembleError(f"an ensemble needs at least 2 runs, got {len(runs)}")
     if (out / "best.pt").exists():
         raise EnsembleError(f"{out / 'best.pt'} exists (a model is never overwritten). HINT: choose a new --out")
-    unfinished = [str(r) for r in runs if training_summary(r) is None]
+    trainings = [training_summary(r) for r in runs]
+    unfinished = [str(r) for r, t in zip(runs, trainings) if t is None]
     if unfinished:
         raise EnsembleError(f"{unfinished}: no done.json, training has not finished. HINT: let every member finish "
                             "(rerun its `galmass train` to resume) before combining")
     loaded = [load_trained(r) for r in runs]
-    _check_members(runs, loaded)
-    cfg_dict = config_to_dict(loaded[0][1])
-    cfg_dict["model"]["ensemble"] = sum(len(m.members) for m, _, _ in loaded)
-    cfg_dict["train"]["run_dir"] = str(out)
-    first = loaded[0][2]
-    blob = {**{k: first[k] for k in ("normalisation", "npix", "radii_factors", "extent_rh", "vmax_sigma",
-                                     "data_config", "data_hash", "data_path")},
-            "model": _merged_state(loaded), "config": cfg_dict, "val_nll": None,
-            "epoch": max(int(b["epoch"]) for _, _, b in loaded)}  # the latest member's best epoch
-    members = [{"run": str(r.resolve()), "best_sha256": sha256_file(r / "best.pt"), "train_seed": c.train.seed,
-                "best_epoch": int(b["epoch"]), "best_val_nll": b["val_nll"], "members": len(m.members),
-                "training": training_summary(r)} for r, (m, c, b) in zip(runs, loaded)]
+    digests = [sha256_file(r / "best.pt") for r in runs]
+    _check_members(runs, loaded, digests)
+    first_cfg, first = loaded[0][1], loaded[0][2]
+    k = sum(len(m.members) for m, _, _ in loaded)
+    cfg = dataclasses.replace(first_cfg, model=dataclasses.replace(first_cfg.model, ensemble=k),
+                              train=dataclasses.replace(first_cfg.train, run_dir=str(out)))
+    model = MassPosterior(cfg.model, int(first["npix"]), first["normalisation"], n_labels=len(first["radii_factors"]))
+    model.load_state_dict(_merged_state(loaded))  # strict: the merged members fit a K-member model
+    geometry = {key: first[key] for key in ("normalisation", "npix", "radii_factors", "extent_rh", "vmax_sigma")}
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "best.pt") as tmp:
-        torch.save(blob, tmp)
-    load_trained(out)  # the file loads as a K-member model (fails loudly here, not in a later step)
-    return atomic_write_json(out / PROVENANCE, {"members": members, "data_hash": first["data_hash"],
-                                                "ensemble": cfg_dict["model"]["ensemble"]})
-
+    save_model(out / "best.pt", model, cfg, {**geometry, "config": first["data_config"]},
+               epoch=max(int(b["epoch"]) for _, _, b in loaded),  # the latest member's best epoch
+               val_nll=None, data_hash=first["data_hash"], data_path=first["data_path"])
+    members = [{"run": str(r.resolve()), "best_sha256": d, "train_seed": c.train.seed, "best_epoch": int(b["epoch"]),
+                "best_val_nll": b["val_nll"], "members": len(m.members), "training": t}
+               for r, d, t, (m, c, b) in zip(runs, digests, trainings, loaded)]
+    return atomic_write_json(out / PROVENANCE, {"members": members, "data_hash": first["data_hash"], "ensemble": k})

@@ -57,9 +57,9 @@ class _Inverse:
         self.t, self.hidden = t, list(t.hyper)[1:-1]
         self.w_x = w[:, :features].T.contiguous()  # [F, H]
         self.c_part = c @ w[:, features:].T + first.bias  # [B, H]: the context's share of the first layer
-        self.first_pass = self._univariate(self.c_part, last.mask * last.weight, last.bias)  # from x = 0
-        self.later = []  # (features fixed by the pass, their output rows' weights and biases), passes 2..P
         w_out = last.mask * last.weight
+        self.first_pass = self._univariate(self.c_part, w_out, last.bias)  # from x = 0
+        self.later = []  # (features fixed by the pass, their output rows' weights and biases), passes 2..P
         for group in range(1, t.passes):
             feats = torch.nonzero(t.order == group).flatten()
             rows = (feats[:, None] * t.total + torch.arange(t.total)).flatten()
