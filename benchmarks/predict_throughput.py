@@ -4,9 +4,10 @@ Usage:  python benchmarks/predict_throughput.py [--run RUN ...] [--catalogues 10
 
 Writes one table of N catalogues of ~``--stars`` stars (mock dwarfs of the median suite, 20 lines of sight each)
 under benchmarks/_work/predict/, then times (1) one `predict` call on the whole table (model loaded once,
-catalogues batched, no PNGs), (2) the same call with zuko's own flow sampler in place of
-``galmass.models.sampling.sample_flow`` (the path before it), and (3) the same catalogues one per `galmass predict`
-command (a new process and a model load each: what a user's shell loop does), on the first ``--single`` of them.
+catalogues batched, no PNGs) in one process and with ``--workers`` forked processes (``--workers``, default 2),
+(2) the same one-process call with zuko's own flow sampler in place of ``galmass.models.sampling.sample_flow`` (the
+path before it), and (3) the same catalogues one per `galmass predict` command (a new process and a model load
+each: what a user's shell loop does), on the first ``--single`` of them.
 Several ``--run`` (e.g. the same network with ``model.flow_passes`` null and 2) are timed batched in this one run,
 so their ratio is fair; torch is imported before the first timing, so no row pays for it.
 Writes benchmarks/results/predict_throughput.md with the machine named. Default model: the shipped one.
@@ -50,17 +51,18 @@ SHIPPED = "shipped"
 
 
 def _time_batch(table, out, samples: int, model: list[str], zuko_sampler: bool = False,
-                batch: int | None = None) -> float:
+                batch: int | None = None, workers: int = 1) -> float:
     """Wall seconds of one `predict` call on the whole table (model loaded once, catalogues batched); with
     ``zuko_sampler`` the flow is sampled by zuko's ``flow(c).sample`` as before galmass.models.sampling, with
-    ``batch`` that many catalogues per network call instead of ``galmass.predict.BATCH``."""
+    ``batch`` that many catalogues per network call instead of ``galmass.predict.BATCH``, with ``workers`` that
+    many forked processes."""
     import galmass.models.network as network
     import galmass.predict as predict
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--stars", str(table), "--out", str(out), "--samples", str(samples), "--no-plot",
-                              "--force", *model])
+                              "--force", "--workers", str(workers), *model])
     fast, default_batch = network.sample_flow, predict.BATCH
     if zuko_sampler:
         network.sample_flow = lambda flow, c, n: flow(c).sample((n,))
@@ -113,8 +115,9 @@ def main() -> None:
     ap.add_argument("--stars", type=int, default=100)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--single", type=int, default=10, help="catalogues timed one per command (first model)")
-    ap.add_argument("--batch", type=int, nargs="*", default=[32], help="other catalogues per network call to time "
+    ap.add_argument("--batch", type=int, nargs="*", default=[], help="other catalogues per network call to time "
                     "(first model)")
+    ap.add_argument("--workers", type=int, default=2, help="forked processes of the multi-process rows")
     a = ap.parse_args()
     work = ROOT / "benchmarks" / "_work" / "predict"
     shutil.rmtree(work, ignore_errors=True)
@@ -126,19 +129,22 @@ def main() -> None:
 
     rows = ["| model | flow passes per transform | mode | catalogues | wall s | catalogues/s |",
             "|---|---|---|---|---|---|"]
-    rates, zuko_rate = [], None
+    rates, zuko_rate, pool_rate = [], None, None
     for k, r in enumerate(runs):
         model = ["--run", r] if r else []
         label = r or "shipped default"
-        modes = [(f"one `predict` call, {BATCH} catalogues per network call", False, None)]
+        modes = [(f"one `predict` call, {BATCH} catalogues per network call", False, None, 1),
+                 (f"the same, `--workers {a.workers}`", False, None, a.workers)]
         if k == 0:
-            modes += [(f"the same, {b} per call", False, b) for b in a.batch if b != BATCH]
-            modes += [(f"the same, {b} per call, zuko's sampler (before)", True, b) for b in sorted({32, BATCH})]
-        for j, (mode, zuko_sampler, batch) in enumerate(modes):
-            batch_s = _time_batch(table, work / f"batch{k}-{j}", a.samples, model, zuko_sampler, batch)
+            modes += [(f"the same, {b} per call", False, b, 1) for b in a.batch if b != BATCH]
+            modes += [("the same, one process, zuko's sampler (before)", True, None, 1)]
+        for j, (mode, zuko_sampler, batch, workers) in enumerate(modes):
+            batch_s = _time_batch(table, work / f"batch{k}-{j}", a.samples, model, zuko_sampler, batch, workers)
             rates.append(a.catalogues / batch_s)
-            if zuko_sampler and (batch or BATCH) == BATCH:
+            if zuko_sampler:
                 zuko_rate = rates[-1]
+            if k == 0 and workers > 1:
+                pool_rate = rates[-1]
             rows.append(f"| {label} | {_flow_passes(r)} | {mode} | {a.catalogues} | {batch_s:.1f} | "
                         f"{rates[-1]:.1f} |")
     startup = _startup_seconds(["--run", runs[0]] if runs[0] else [])
@@ -151,11 +157,12 @@ def main() -> None:
         f"{a.catalogues} catalogues of {a.stars} stars (median suite, cusp), {a.samples} posterior samples each, "
         "no PNGs. Wall time including reading, checks, maps, flow sampling and writing each galaxy's "
         "posterior.json + samples.npz and the summary.", "", *rows, "",
-        f"Ratio batched ÷ one per command (first model): **{rates[0] * single_s:.0f}×**; galmass's sampler ÷ zuko's "
-        f"in the batched command ({BATCH} per call): **{rates[0] / zuko_rate:.2f}×** (both measured in this one "
-        f"run). A fresh process needs {startup:.1f} s to start Python, import torch and load the model: each `galmass predict` command "
-        "pays it once (the batched rows import torch beforehand but include loading the model). "
-        f"{torch.get_num_threads()} torch threads.",
+        f"Ratio batched ÷ one per command (first model, one process): **{rates[0] * single_s:.0f}×**; "
+        f"`--workers {a.workers}` ÷ one process: **{pool_rate / rates[0]:.2f}×**; galmass's sampler ÷ zuko's in the "
+        f"batched command ({BATCH} per call): **{rates[0] / zuko_rate:.2f}×** (all measured in this one run). "
+        f"A fresh process needs {startup:.1f} s to start Python, import torch and load the model: each `galmass "
+        "predict` command pays it once (the batched rows import torch beforehand but include loading the model). "
+        f"{torch.get_num_threads()} torch threads in one process, 1 in each worker.",
         "", "Reproduce: `python benchmarks/predict_throughput.py" + "".join(f" --run {r}" for r in a.run or []) + "`.",
     ]
     write_result("predict_throughput", "\n".join(lines) + "\n")

@@ -121,6 +121,8 @@ def test_predict_many_galaxies_on_the_sky_with_uncertain_distance_and_membership
         ["Draco-like", "Sextans-like"]
     post = json.loads((out / "Draco-like" / "posterior.json").read_text())
     assert post["realisations"] == 16 and post["distance_err_kpc"] == 30.0
+    both = json.loads((out / "summary.json").read_text())  # every galaxy's posterior.json, in catalogue order
+    assert both["galaxies"] == ["Draco-like", "Sextans-like"] and both["results"][0] == post
     # Without the distance error (0.16 dex, M ∝ R_h at fixed σ) and with certain members the posterior is
     # narrower: the uncertainty is propagated (in quadrature: ~0.35 → ~0.39 dex for the tiny model).
     certain = tmp_path / "certain.csv"
@@ -139,6 +141,37 @@ def test_predict_many_galaxies_on_the_sky_with_uncertain_distance_and_membership
     np.testing.assert_allclose(solo["log10_mass_median"], sharp["log10_mass_median"], atol=0.1)
     x, _ = tangent_plane_kpc(np.array([260.0 + 1.0]), np.array([0.0]), 260.0, 0.0, d_kpc)
     np.testing.assert_allclose(x, np.tan(np.radians(1.0)) * d_kpc, rtol=1e-12)
+
+
+def test_predict_workers_give_the_draws_of_one_process(trained, tmp_path):
+    """140 galaxies (two network calls of certain ones, one of an uncertain one) in 1 and in 2 forked workers."""
+    data = np.loadtxt(_catalogue(tmp_path, 600), delimiter=",", skiprows=1)
+    rng = np.random.default_rng(3)
+    rows = []
+    for g in range(140):
+        pick = rng.choice(len(data), 100, replace=False)
+        rows += [f"g{g:03d},{a:.5f},{b:.5f},{v:.3f},2.0,{0.7 if g == 5 and k % 4 == 0 else 1.0}"
+                 for k, (a, b, v, _) in enumerate(data[pick])]
+    cat = tmp_path / "many.csv"
+    cat.write_text("galaxy,x_kpc,y_kpc,v_los_kms,v_err_kms,p_member\n" + "\n".join(rows) + "\n")
+    results = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(cat), "--samples", "200",
+                           "--no-plot", "--workers", str(workers), "--out", str(out)])
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["galaxies"] == [f"g{g:03d}" for g in range(140)]
+        results.append(summary["results"])
+        assert summary["results"][5]["realisations"] == 16 and len(list(out.iterdir())) == 140 + 2
+    # One seed per network call, fixed by the catalogues: the same posteriors whatever the number of workers
+    # (up to float rounding of a matrix product split over other thread counts).
+    for one, two in zip(*results):
+        assert one["galaxy"] == two["galaxy"] and one["n_members"] == two["n_members"]
+        np.testing.assert_allclose(one["log10_mass_median"], two["log10_mass_median"], atol=1e-5)
+        np.testing.assert_allclose(one["log10_mass_p84"], two["log10_mass_p84"], atol=1e-5)
+    bad = run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(cat), "--workers", "0"],
+                  check=False)
+    assert bad.returncode == 2 and "--workers" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_predict_refuses_bad_catalogues(trained, tmp_path):
