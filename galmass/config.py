@@ -63,7 +63,7 @@ left out of the identity while at it, so existing datasets and trained models ke
 RECIPE_NEUTRAL_DEFAULTS: dict[str, Any] = {"df_isotropise": False}
 """Suite-recipe keys added after datasets were made without them, at the value that reproduces those datasets:
 left out of the recipe contents in the data identity while at it, so existing datasets keep their hash."""
-MODEL_NEUTRAL_DEFAULTS: dict[str, Any] = {"observer_inputs": False, "observer_hidden": 0.5}
+MODEL_NEUTRAL_DEFAULTS: dict[str, Any] = {"observer_inputs": False, "observer_hidden": 0.5, "scale_free": False}
 """Model keys added after runs were trained without them, at the value that reproduces those runs: a stored config
 that lacks one resumes as if it had this value."""
 _NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {"data": HASH_NEUTRAL_DEFAULTS, "model": MODEL_NEUTRAL_DEFAULTS}
@@ -225,6 +225,13 @@ class ModelConfig:
     summaries: bool = True
     """Feed the members' hand-made summary statistics (σ in radius quartiles, radius quantiles, kurtosis, errors,
     ellipticity: ``galmass.datasets.schema.SUMMARY_NAMES``) to the fusion layer besides the maps (stars modes)."""
+    scale_free: bool = False
+    """Leave the catalogue's absolute scales, log10 R_h and log10 of the velocity scale (σ★, or the gas v_rms), out of
+    the network's inputs: it then reads only scale-free data (maps in units of R_h and of the velocity scale, the
+    summaries, N★) and gives the mass in units of v² R_h / G, a function of profile shapes alone, as the Jeans
+    equations do. A model that reads the scales can also learn the training population's scaling relations (how
+    halo concentration or core size goes with a galaxy's size and mass), which another population, a simulation
+    suite with other physics or the real Universe, need not share."""
     whiten_labels: bool = True
     """Model the labels decorrelated by the training set's label correlation (a fixed linear map): the ten radii of
     one profile are ~0.99 correlated, which a flow otherwise spends most of its training learning."""

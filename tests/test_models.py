@@ -68,6 +68,30 @@ def test_maps_are_scale_free():
     torch.testing.assert_close(net.prepare_map("maps_stars", b2["maps_stars"], b2["scalars"]), prepared)
 
 
+@pytest.mark.parametrize("tracer", ["stars", "gas"])
+def test_scale_free_model_reads_no_absolute_scale(tracer):
+    """With model.scale_free, R_h and the velocity scale set only the mass unit: rescaling a galaxy (R_h × 2, all
+    velocities × 3, maps in R_h and v units unchanged) moves every draw by exactly log10(3² × 2); otherwise not."""
+    b = batch()
+    big = {k: v.clone() for k, v in b.items()}
+    big["scalars"][:, :3] += torch.tensor([np.log10(2.0), np.log10(3.0), np.log10(3.0)])
+    for scale_free in (True, False):
+        torch.manual_seed(0)
+        net = MassPosterior(ModelConfig(tracer=tracer, widths=[8], embed_dim=8, flow_hidden=[8],
+                                        scale_free=scale_free), 16, NORM).eval()
+        draws = []
+        for bb in (b, big):
+            torch.manual_seed(1)
+            draws.append(net.sample(bb, 50))
+        shift = draws[1] - draws[0] - np.log10(9.0 * 2.0)
+        if scale_free:
+            torch.testing.assert_close(shift, torch.zeros_like(shift), atol=1e-4, rtol=0)
+        else:
+            assert shift.abs().max() > 1e-3  # an untrained net reads the scales weakly, but it reads them
+    assert MassPosterior(ModelConfig(tracer="gas", scale_free=True, widths=[8], embed_dim=8, flow_hidden=[8]), 16,
+                         NORM).scalar_cols == []
+
+
 def test_encoder_geometry_errors():
     with pytest.raises(ValueError, match="too small"):
         MapEncoder(4, (8, 8), [8, 16, 32, 64])

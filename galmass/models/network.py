@@ -96,7 +96,9 @@ class MassPosterior(nn.Module):
         # The velocity scale: σ★ when the model sees stars, else the gas v_rms.
         self.vcol = scalar_index("log10_vrms_gas_kms" if cfg.tracer == "gas" else "log10_sigma_stars_kms")
         self.rcol = scalar_index("log10_rh_kpc")
-        self.scalar_cols = [self.rcol, self.vcol] + ([scalar_index("log10_n_stars")] if "stars" in cfg.tracer else [])
+        # Scalar inputs: the scales (unless scale-free: then the scales only convert the mass unit) and N★.
+        self.scalar_cols = (([] if cfg.scale_free else [self.rcol, self.vcol])
+                            + ([scalar_index("log10_n_stars")] if "stars" in cfg.tracer else []))
         self._register_normalisation(cfg, normalisation, n_labels)
         n_inputs = (len(self.scalar_cols) + (self.u_mean.numel() if "summary_stars" in self.input_keys else 0)
                     + (2 * self.o_mean.numel() if "observer" in self.input_keys else 0))  # values, stated flags
