@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 __all__ = ["shared_state", "worker_pool"]
@@ -45,8 +46,9 @@ def worker_pool(workers: int, shared: Any, init: Callable[[], None] | None = Non
     """A ``pmap(fn, items)`` that runs ``fn`` over ``items`` in ``workers`` forked processes, results in order.
 
     ``init`` runs once in each worker (e.g. to give each worker one compute thread); not in the serial case, where
-    the caller's own process is not reconfigured. An exception in a worker is raised in the caller; leaving the
-    block terminates the workers.
+    the caller's own process is not reconfigured. An exception in a worker is raised in the caller, and a worker
+    that dies (killed, out of memory) raises ``BrokenProcessPool`` instead of leaving the caller waiting forever
+    (as ``multiprocessing.Pool`` would); on any exception the work not yet started is cancelled.
     """
     global _SHARED
     if workers <= 1 or "fork" not in mp.get_all_start_methods():
@@ -57,5 +59,11 @@ def worker_pool(workers: int, shared: Any, init: Callable[[], None] | None = Non
             _SHARED = previous
         return
     # fork, not spawn: the workers must inherit `shared` (a spawned worker would re-import and unpickle it)
-    with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(shared, init)) as pool:
-        yield lambda fn, items: pool.map(fn, items, chunksize=1)
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
+                               initargs=(shared, init))
+    try:
+        yield lambda fn, items: list(pool.map(fn, items))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()

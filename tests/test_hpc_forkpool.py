@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -43,3 +44,15 @@ def test_a_worker_error_reaches_the_caller(workers):
     with pytest.raises(ValueError, match="item 3 is bad"):
         with worker_pool(workers, None) as pmap:
             pmap(_fail, list(range(6)))
+
+
+def _die(item: int) -> int:
+    if item == 2:
+        os._exit(9)  # as the kernel's OOM killer would end it: no exception, no result
+    return item
+
+
+def test_a_dead_worker_is_an_error_not_a_hang():
+    with pytest.raises(BrokenProcessPool):
+        with worker_pool(2, None) as pmap:
+            pmap(_die, list(range(6)))
