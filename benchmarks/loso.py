@@ -11,8 +11,9 @@ configs/transfer.yaml scaled by ``--galaxies``:
   * one model per option trained on all-but-S: ``plain``; ``mmd`` (train.adapt=mmd with only-S's *unlabelled* train
     split as the target domain; its test galaxies are never seen); ``ensemble`` (model.ensemble=3, calibration
     alone); ``augment`` (train.augment: random sky-plane rotations/flips; orientation is the one nuisance the suites
-    do not already randomise); ``broad`` (feedback axis: all-but-S plus the Zhao family, γ 0–1.5 — a wider prior, not an
-    adaptation);
+    do not already randomise); ``broad`` (feedback axis: all-but-S plus the Zhao family, γ 0–1.5 — a wider prior,
+    not an adaptation); ``scale_free`` (model.scale_free: no absolute R_h or σ★ input, so the suites' scaling
+    relations, e.g. how core size goes with mass, cannot be learned);
   * every model evaluated on only-S's test split.
 Per radius: bias, scatter and 68 % coverage, each ± a bootstrap error over test galaxies, and the paired gap to
 the in-suite model. Every step is a `galmass` command (resumable: rerunning skips finished work). Writes
@@ -34,7 +35,7 @@ from transfer_report import bootstrap, load_eval  # noqa: E402
 SUITES = ["compact", "median", "extended"]
 FEEDBACKS = ["cusp", "core", "dc14"]
 OPTIONS = {"plain": [], "mmd": ["--train.adapt=mmd", "--train.adapt_weight=1.0"], "ensemble": ["--model.ensemble=3"],
-           "broad": [], "augment": ["--train.augment=true"]}
+           "broad": [], "augment": ["--train.augment=true"], "scale_free": ["--model.scale_free=true"]}
 BROAD = "zhao"
 """``broad`` (feedback axis only): the plain model with the Zhao family (inner slope 0–1.5) added to the training
 cells — a wider halo prior instead of an adaptation term."""
