@@ -275,6 +275,8 @@ def assess(cat: Catalogue, gas: Catalogue | None, blob: dict[str, Any], need_gas
     t = Target(cat, gas, {})
     try:
         t.nominal = observe_catalogue(cat, gas, blob["data_config"], cat.p_member >= 0.5, 1.0)
+        if not need_gas:  # empty gas maps: half of what a target carries between predict's worker processes
+            del t.nominal["maps_gas"], t.nominal["phase_gas"]
     except ValueError as err:
         t.errors.append(str(err))
     else:
