@@ -24,8 +24,9 @@ CELL = TINY_DATA + TINY_MODEL + TINY_TRAIN + ["--train.max_steps_per_epoch=2", "
                                               "--evaluate.batch_size=16"]
 
 
-def _spec(tmp_path: Path, axes: dict, epochs: int = 2, **extra) -> Path:
-    body = {"name": "t", "out": str(tmp_path / "sweep"), "overrides": CELL + [f"--train.epochs={epochs}"],
+def _spec(tmp_path: Path, axes: dict, epochs: int = 2, cell_overrides: tuple[str, ...] = (), **extra) -> Path:
+    body = {"name": "t", "out": str(tmp_path / "sweep"),
+            "overrides": CELL + [f"--train.epochs={epochs}", *cell_overrides],
             "axes": axes, "slurm": {"time_min": 10, "cpus_per_task": 1}, **extra}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(body))
@@ -287,7 +288,10 @@ def test_slurm_sweep_requeue_and_relaunch(slurm, tmp_path):
     from galmass.sweep import launch, load_sweep
     from galmass.train import train
 
-    path = _spec(tmp_path, {"tracer": ["stars", "gas+stars"], "suite": ["compact", "extended"]}, epochs=20)
+    # Every epoch's checkpoint kept: with the default 3, ckpt-000000 lived ~0.6 s on a fast machine and a loaded
+    # CI runner's poll could miss it (then the cell finished before the signal).
+    path = _spec(tmp_path, {"tracer": ["stars", "gas+stars"], "suite": ["compact", "extended"]}, epochs=20,
+                 cell_overrides=("--train.keep_checkpoints=25",))
     res = launch(load_sweep(path), executor="slurm", log=lambda *a: None)
     plan, sub = res["plan"], res["submitted"]
     assert len(sub["datasets"]) == 2 and len(sub["train"]) == 4 and len(sub["evaluate"]) == 1
