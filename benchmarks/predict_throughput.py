@@ -5,6 +5,7 @@ Usage:  python benchmarks/predict_throughput.py [--run RUN ...] [--catalogues 10
 Writes one table of N catalogues of ~``--stars`` stars (mock dwarfs of the median suite, 20 lines of sight each)
 under benchmarks/_work/predict/, then times (1) one `predict` call on the whole table (model loaded once,
 catalogues batched, no PNGs) in one process and with ``--workers`` forked processes (``--workers``, default 2),
+each also with ``--single-file`` (all draws in one samples.h5 instead of two files per galaxy),
 (2) the same one-process call with zuko's own flow sampler in place of ``galmass.models.sampling.sample_flow`` (the
 path before it), and (3) the same catalogues one per `galmass predict` command (a new process and a model load
 each: what a user's shell loop does), on the first ``--single`` of them.
@@ -51,18 +52,19 @@ SHIPPED = "shipped"
 
 
 def _time_batch(table, out, samples: int, model: list[str], zuko_sampler: bool = False,
-                batch: int | None = None, workers: int = 1) -> float:
+                batch: int | None = None, workers: int = 1, single_file: bool = False) -> float:
     """Wall seconds of one `predict` call on the whole table (model loaded once, catalogues batched); with
     ``zuko_sampler`` the flow is sampled by zuko's ``flow(c).sample`` as before galmass.models.sampling, with
     ``batch`` that many catalogues per network call instead of ``galmass.predict.BATCH``, with ``workers`` that
-    many forked processes."""
+    many forked processes, with ``single_file`` all draws in one samples.h5 instead of a directory per galaxy."""
     import galmass.models.network as network
     import galmass.predict as predict
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--stars", str(table), "--out", str(out), "--samples", str(samples), "--no-plot",
-                              "--force", "--workers", str(workers), *model])
+                              "--force", "--workers", str(workers), *(["--single-file"] if single_file else []),
+                              *model])
     fast, default_batch = network.sample_flow, predict.BATCH
     if zuko_sampler:
         network.sample_flow = lambda flow, c, n: flow(c).sample((n,))
@@ -129,22 +131,27 @@ def main() -> None:
 
     rows = ["| model | flow passes per transform | mode | catalogues | wall s | catalogues/s |",
             "|---|---|---|---|---|---|"]
-    rates, zuko_rate, pool_rate = [], None, None
+    rates, zuko_rate, pool_rate, single_rate = [], None, None, None
     for k, r in enumerate(runs):
         model = ["--run", r] if r else []
         label = r or "shipped default"
-        modes = [(f"one `predict` call, {BATCH} catalogues per network call", False, None, 1),
-                 (f"the same, `--workers {a.workers}`", False, None, a.workers)]
+        modes = [(f"one `predict` call, {BATCH} catalogues per network call", False, None, 1, False),
+                 (f"the same, `--workers {a.workers}`", False, None, a.workers, False)]
         if k == 0:
-            modes += [(f"the same, {b} per call", False, b, 1) for b in a.batch if b != BATCH]
-            modes += [("the same, one process, zuko's sampler (before)", True, None, 1)]
-        for j, (mode, zuko_sampler, batch, workers) in enumerate(modes):
-            batch_s = _time_batch(table, work / f"batch{k}-{j}", a.samples, model, zuko_sampler, batch, workers)
+            modes += [("the same, one process, `--single-file`", False, None, 1, True),
+                      (f"the same, `--workers {a.workers} --single-file`", False, None, a.workers, True)]
+            modes += [(f"the same, {b} per call", False, b, 1, False) for b in a.batch if b != BATCH]
+            modes += [("the same, one process, zuko's sampler (before)", True, None, 1, False)]
+        for j, (mode, zuko_sampler, batch, workers, single) in enumerate(modes):
+            batch_s = _time_batch(table, work / f"batch{k}-{j}", a.samples, model, zuko_sampler, batch, workers,
+                                  single)
             rates.append(a.catalogues / batch_s)
             if zuko_sampler:
                 zuko_rate = rates[-1]
-            if k == 0 and workers > 1:
+            if k == 0 and workers > 1 and not single:
                 pool_rate = rates[-1]
+            if k == 0 and workers > 1 and single:
+                single_rate = rates[-1]
             rows.append(f"| {label} | {_flow_passes(r)} | {mode} | {a.catalogues} | {batch_s:.1f} | "
                         f"{rates[-1]:.1f} |")
     startup = _startup_seconds(["--run", runs[0]] if runs[0] else [])
@@ -156,9 +163,12 @@ def main() -> None:
         f"Machine: {machine()}; load {load_average()}", "",
         f"{a.catalogues} catalogues of {a.stars} stars (median suite, cusp), {a.samples} posterior samples each, "
         "no PNGs. Wall time including reading, checks, maps, flow sampling and writing each galaxy's "
-        "posterior.json + samples.npz and the summary.", "", *rows, "",
+        "posterior.json + samples.npz (with `--single-file`: every galaxy's draws in one samples.h5) and the "
+        "summary.", "", *rows, "",
         f"Ratio batched ÷ one per command (first model, one process): **{rates[0] * single_s:.0f}×**; "
-        f"`--workers {a.workers}` ÷ one process: **{pool_rate / rates[0]:.2f}×**; galmass's sampler ÷ zuko's in the "
+        f"`--workers {a.workers}` ÷ one process: **{pool_rate / rates[0]:.2f}×**; `--workers {a.workers} "
+        f"--single-file` ÷ one process with a directory per galaxy: **{single_rate / rates[0]:.2f}×**; galmass's "
+        "sampler ÷ zuko's in the "
         f"batched command ({BATCH} per call): **{rates[0] / zuko_rate:.2f}×** (all measured in this one run). "
         f"A fresh process needs {startup:.1f} s to start Python, import torch and load the model: each `galmass "
         "predict` command pays it once (the batched rows import torch beforehand but include loading the model). "

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_MODEL, TINY_TRAIN, run_cmd, tiny_data_args
+from galmass.predict import read_samples
 
 pytestmark = pytest.mark.slow
 GALMASS = [sys.executable, "-m", "galmass"]
@@ -155,20 +156,30 @@ def test_predict_workers_give_the_draws_of_one_process(trained, tmp_path):
     cat = tmp_path / "many.csv"
     cat.write_text("galaxy,x_kpc,y_kpc,v_los_kms,v_err_kms,p_member\n" + "\n".join(rows) + "\n")
     results = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
+    for workers, single in ((1, False), (2, False), (2, True)):
+        out = tmp_path / f"w{workers}{single}"
         run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(cat), "--samples", "200",
-                           "--no-plot", "--workers", str(workers), "--out", str(out)])
+                           "--no-plot", "--workers", str(workers), "--out", str(out)]
+                + (["--single-file"] if single else []))
         summary = json.loads((out / "summary.json").read_text())
         assert summary["galaxies"] == [f"g{g:03d}" for g in range(140)]
         results.append(summary["results"])
-        assert summary["results"][5]["realisations"] == 16 and len(list(out.iterdir())) == 140 + 2
+        assert summary["results"][5]["realisations"] == 16
+        if single:  # three files, not three per galaxy
+            assert sorted(p.name for p in out.iterdir()) == ["samples.h5", "summary.csv", "summary.json"]
+        else:
+            assert len(list(out.iterdir())) == 140 + 2
     # One seed per network call, fixed by the catalogues: the same posteriors whatever the number of workers
     # (up to float rounding of a matrix product split over other thread counts).
-    for one, two in zip(*results):
+    for one, two in zip(*results[:2]):
         assert one["galaxy"] == two["galaxy"] and one["n_members"] == two["n_members"]
         np.testing.assert_allclose(one["log10_mass_median"], two["log10_mass_median"], atol=1e-5)
         np.testing.assert_allclose(one["log10_mass_p84"], two["log10_mass_p84"], atol=1e-5)
+    # --single-file: the same computation, only stored otherwise; draws in catalogue order, read from either layout
+    assert results[1] == results[2]
+    per_galaxy, single = read_samples(tmp_path / "w2False"), read_samples(tmp_path / "w2True")
+    assert list(single) == [f"g{g:03d}" for g in range(140)] == list(per_galaxy)
+    assert all(np.array_equal(per_galaxy[g], single[g]) and single[g].shape == (200, 10) for g in single)
     bad = run_cmd(GALMASS + ["predict", "--run", str(trained["stars"]), "--stars", str(cat), "--workers", "0"],
                   check=False)
     assert bad.returncode == 2 and "--workers" in bad.stderr and "Traceback" not in bad.stderr

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["DEFAULT_LEVELS", "coverage", "tarp", "rank_histogram"]
+__all__ = ["DEFAULT_LEVELS", "coverage", "tarp", "tarp_fractions", "tarp_ecp", "rank_histogram"]
 
 DEFAULT_LEVELS: NDArray[np.float64] = np.linspace(0.05, 0.95, 19)
 """Nominal credible levels 0.05, 0.10, …, 0.95."""
@@ -88,9 +88,9 @@ def tarp(
        the Euclidean distance is not dominated by one dimension). A dimension with zero spread is left unscaled.
     2. For each projection i draw a reference point θ_r,i uniformly in the normalised bounding box of the truth
        set (or use ``references``).
-    3. f_i = fraction of samples closer to θ_r,i than the truth is.
+    3. f_i = fraction of samples closer to θ_r,i than the truth is (:func:`tarp_fractions`).
     4. ECP(α) = mean_i [f_i < α]; at α = 1 the comparison is ≤ so that ECP(1) = 1 (as in the ``tarp`` package,
-       whose last histogram bin is closed).
+       whose last histogram bin is closed) (:func:`tarp_ecp`).
 
     Parameters
     ----------
@@ -112,10 +112,16 @@ def tarp(
     ecp : ndarray [num_alpha]
         Expected coverage probability at each α.
     """
+    return tarp_ecp(tarp_fractions(samples, truth, rng, references), num_alpha)
+
+
+def tarp_fractions(samples: ArrayLike, truth: ArrayLike, rng: np.random.Generator,
+                   references: ArrayLike | None = None) -> NDArray[np.float64]:
+    """TARP's f_i [N] (steps 1-3 of :func:`tarp`): per projection, the fraction of its samples closer to its
+    random reference point than its truth. Uniform on [0, 1] for a calibrated posterior; resampling the f_i (say
+    by galaxy) gives the statistic's sampling spread without redrawing the references."""
     s, t = _check_samples_truth(samples, truth)
     n, d = t.shape
-    if num_alpha < 2:
-        raise ValueError(f"num_alpha must be >= 2, got {num_alpha}")
     mean = t.mean(axis=0)
     std = t.std(axis=0)
     # A constant truth dimension has no natural scale; dividing by 0 would make every distance NaN.
@@ -135,7 +141,14 @@ def tarp(
     # Squared distances suffice for the comparison and avoid S·N square roots.
     d_samples = np.sum((sn - refs[None]) ** 2, axis=-1)  # [S, N]
     d_truth = np.sum((tn - refs) ** 2, axis=-1)  # [N]
-    f = np.mean(d_samples < d_truth[None], axis=0)  # [N]
+    return np.mean(d_samples < d_truth[None], axis=0)
+
+
+def tarp_ecp(f: ArrayLike, num_alpha: int = 101) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(α, ECP(α)) from TARP's f_i (step 4 of :func:`tarp`), on ``num_alpha`` levels over [0, 1]."""
+    if num_alpha < 2:
+        raise ValueError(f"num_alpha must be >= 2, got {num_alpha}")
+    f = np.asarray(f, dtype=np.float64)
     alpha = np.linspace(0.0, 1.0, num_alpha)
     ecp = np.mean(f[None, :] < alpha[:, None], axis=1)
     ecp[alpha >= 1.0] = np.mean(f <= 1.0)

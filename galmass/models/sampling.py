@@ -16,11 +16,14 @@ autoregressive flow (MAF/NSF) is sampled by zuko itself.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from zuko.flows import Flow
 from zuko.flows.autoregressive import MaskedAutoregressiveTransform
 from zuko.nn import MaskedLinear
+from zuko.transforms import MonotonicAffineTransform
 from zuko.utils import unpack
 
 __all__ = ["sample_flow"]
@@ -47,37 +50,64 @@ class _Inverse:
 
     Pass p (p >= 2) of zuko's inverse fixes the features of order group p - 1 (the earlier groups come out
     unchanged, the later ones are overwritten by later passes), so only their rows of the output layer are
-    evaluated and only they are updated.
+    evaluated and only they are updated. The per-draw layers run as 2-D ``addmm`` on masks applied once, with
+    activations in place, and zuko's default affine transform inverts in one fused expression.
     """
 
     def __init__(self, t: MaskedAutoregressiveTransform, c: torch.Tensor) -> None:
         first, last = t.hyper[0], t.hyper[-1]
         w = first.mask * first.weight  # [H, F + C]
         features = w.shape[1] - c.shape[-1]
-        self.t, self.hidden = t, list(t.hyper)[1:-1]
+        self.t = t
+        self.layers = [((m.mask * m.weight).T.contiguous(), m.bias) if isinstance(m, MaskedLinear) else m
+                       for m in list(t.hyper)[1:-1]]
+        self.affine = t.univariate is MonotonicAffineTransform and t.shapes == ((), ())
         self.w_x = w[:, :features].T.contiguous()  # [F, H]
         self.c_part = c @ w[:, features:].T + first.bias  # [B, H]: the context's share of the first layer
         w_out = last.mask * last.weight
-        self.first_pass = self._univariate(self.c_part, w_out, last.bias)  # from x = 0
+        self.first_pass = self._univariate(self._phi(self.c_part.clone(), w_out.T.contiguous(), last.bias))  # x = 0
         self.later = []  # (features fixed by the pass, their output rows' weights and biases), passes 2..P
         for group in range(1, t.passes):
             feats = torch.nonzero(t.order == group).flatten()
             rows = (feats[:, None] * t.total + torch.arange(t.total)).flatten()
-            self.later.append((feats, w_out[rows], last.bias[rows]))
+            if feats.numel() and torch.equal(feats, torch.arange(int(feats[0]), int(feats[0]) + feats.numel())):
+                feats = slice(int(feats[0]), int(feats[0]) + feats.numel())  # contiguous: a view, not a gather
+            self.later.append((feats, w_out[rows].T.contiguous(), last.bias[rows]))
 
-    def _univariate(self, h: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor):
-        for layer in self.hidden:
-            h = layer(h)
-        phi = torch.nn.functional.linear(h, w_out, b_out)
-        return self.t.univariate(*unpack(phi.unflatten(-1, (-1, self.t.total)), self.t.shapes))
+    def _phi(self, h: torch.Tensor, w_out_t: torch.Tensor, b_out: torch.Tensor) -> torch.Tensor:
+        """Output-layer parameters [..., features, total] of a freshly computed first-layer activation h [..., H]."""
+        lead, h = h.shape[:-1], h.reshape(-1, h.shape[-1])
+        for layer in self.layers:
+            if isinstance(layer, tuple):
+                h = torch.addmm(layer[1], h, layer[0])
+            elif isinstance(layer, nn.ReLU):
+                h = h.relu_()  # h is this call's own tensor
+            else:
+                h = layer(h)
+        return torch.addmm(b_out, h, w_out_t).reshape(*lead, -1, self.t.total)
+
+    def _invert(self, h: torch.Tensor, w_out_t: torch.Tensor, b_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        phi = self._phi(h, w_out_t, b_out)
+        if not self.affine:
+            return self._univariate(phi).inv(y)
+        # zuko's MonotonicAffineTransform: log a = s / (1 + |s / log(slope)|), x = (y - shift) / a
+        shift, s = phi[..., 0], phi[..., 1]
+        return (y - shift).mul_(torch.exp(s.div(s.mul(_INV_LOG_SLOPE).abs_().add_(1.0)).neg_()))
+
+    def _univariate(self, phi: torch.Tensor):
+        return self.t.univariate(*unpack(phi, self.t.shapes))
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
         """x with t(c)(x) = y, as zuko's ``AutoregressiveTransform._inverse`` (``passes`` sequential passes)."""
         x = self.first_pass.inv(y)
-        for feats, w_out, b_out in self.later:
+        for feats, w_out_t, b_out in self.later:
             h = torch.matmul(x, self.w_x).add_(self.c_part)
-            x[..., feats] = self._univariate(h, w_out, b_out).inv(y[..., feats])
+            x[..., feats] = self._invert(h, w_out_t, b_out, y[..., feats])
         return x
+
+
+_INV_LOG_SLOPE = 1.0 / math.log(1e-3)
+"""1 / log(slope) of zuko's MonotonicAffineTransform at its default minimum slope (the flows galmass builds)."""
 
 
 @torch.no_grad()
