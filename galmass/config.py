@@ -331,6 +331,10 @@ class TrainConfig:
     them; :mod:`galmass.target_domain`)."""
     adapt_weight: float = 1.0
     """Weight of the alignment term relative to the NLL."""
+    balance: float = 0.0
+    """Balanced NPE (Delaunoy et al. 2023): weight λ of the balance condition's violation added to the NLL, which
+    makes posteriors conservative (wider, not overconfident) at some cost in width; the paper uses λ = 100. 0: off.
+    An unconditional flow learns the labels' marginal alongside (training only; :mod:`galmass.models.balance`)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1:
@@ -346,8 +350,13 @@ class TrainConfig:
             raise ConfigError(f"train.adapt={self.adapt} needs train.adapt_target (a dataset directory or star "
                               "catalogues of the target domain). HINT: --train.adapt_target=data/held_out_suite "
                               "or --train.adapt_target=my_dwarfs.csv")
-        if self.adapt_weight < 0:
-            raise ConfigError(f"train.adapt_weight must be >= 0, got {self.adapt_weight}")
+        if self.adapt_weight < 0 or self.balance < 0:
+            raise ConfigError(f"train.adapt_weight and train.balance must be >= 0, got {self.adapt_weight}, "
+                              f"{self.balance}. HINT: 0 switches the term off")
+        if self.balance > 0 and self.shuffle_block > 1:
+            raise ConfigError(f"train.balance={self.balance:g} needs train.shuffle_block=1, got {self.shuffle_block}:"
+                              " the balance term pairs neighbouring samples of a batch as independent draws, and "
+                              "a shuffled block holds consecutive samples (projections of one galaxy)")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}. "
                               "HINT: 1 keeps only the newest checkpoint (resume needs one)")

@@ -45,6 +45,7 @@ from galmass.config import Config, ConfigError, config_diffs, config_to_dict, da
 from galmass.datasets import DatasetError, ShardedDataset, load_manifest
 from galmass.datasets.integrity import manifest_hash
 from galmass.models import MassPosterior
+from galmass.models.balance import Balanced
 from galmass.models.io import build_model, save_model, to_torch
 from galmass.models.network import input_keys
 from galmass.target_domain import target_data
@@ -118,6 +119,8 @@ class Session:
     requeue: bool = True
     target_source: BatchSource | None = None
     """Unlabelled target-domain batches for ``train.adapt`` (None without adaptation)."""
+    label_prior: torch.nn.Module | None = None
+    """The labels' marginal flow of balanced training (``train.balance``; not part of the saved model)."""
     progress: Progress = field(default_factory=Progress)
     loader: Any = None
     writer: Any = None
@@ -141,7 +144,8 @@ class Session:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "rng": ckpt.capture_rng_state(), "epoch": done_epoch,
                 "best": p.best, "bad_epochs": p.bad_epochs, "history": p.history, "config": config_to_dict(self.cfg),
-                "position": position, "data_hash": self.data_hash}
+                "position": position, "data_hash": self.data_hash,
+                **({"label_prior": self.label_prior.state_dict()} if self.label_prior is not None else {})}
 
     def log(self, text: str) -> None:
         if self.main:
@@ -225,10 +229,12 @@ def build_session(cfg: Config, info: DistInfo, run_dir: Path, requeue: bool) -> 
     """Open the data and build model, DDP wrapper, optimiser, schedule and batch source (nothing written)."""
     manifest, h, train_set, val_set = open_data(cfg)
     model = build_model(cfg, manifest).to(info.device)
-    net: torch.nn.Module = model
+    # What the optimiser trains: the posterior, plus the labels' marginal flow with balanced NPE.
+    objective = Balanced(model, len(manifest["radii_factors"])).to(info.device) if cfg.train.balance > 0 else model
+    net: torch.nn.Module = objective
     if info.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+            objective, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     keys = train_set.keys
     source = BatchSource(
         train_set, keys, cfg.train.batch_size, info.rank, info.world_size, cfg.train.seed,
@@ -238,12 +244,13 @@ def build_session(cfg: Config, info: DistInfo, run_dir: Path, requeue: bool) -> 
         hide_key="observer" if cfg.model.observer_inputs else None,
         hide_rate=cfg.model.observer_hidden if cfg.model.observer_inputs else 0.0,
     )
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(objective.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     spe = source.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _lr_lambda(spe * cfg.train.epochs, max(1, int(cfg.train.warmup_epochs * spe))))
     return Session(cfg, info, run_dir, manifest, h, train_set, val_set, model, net, opt, sched, source, requeue,
-                   target_source=_target_source(cfg, info, manifest))
+                   target_source=_target_source(cfg, info, manifest),
+                   label_prior=objective.prior if isinstance(objective, Balanced) else None)
 
 
 def _target_source(cfg: Config, info: DistInfo, manifest: dict[str, Any]) -> BatchSource | None:
@@ -277,6 +284,8 @@ def resume(s: Session) -> None:
         raise DatasetError(f"{path}: written while training on dataset {state['data_hash']}, but "
                            f"{s.cfg.data.path} is {s.data_hash}. HINT: point data.path at the run's dataset")
     s.model.load_state_dict(state["model"])
+    if s.label_prior is not None:
+        s.label_prior.load_state_dict(state["label_prior"])
     s.opt.load_state_dict(state["optimizer"])
     s.sched.load_state_dict(state["scheduler"])
     ckpt.restore_rng_state(state["rng"])
@@ -309,6 +318,7 @@ def open_outputs(s: Session) -> None:
           f"global batch {cfg.train.batch_size}, {s.steps_per_epoch} steps/epoch, "
           f"{sum(q.numel() for q in s.model.parameters())} parameters, loader: {s.loader.name} "
           f"({cfg.train.num_workers} workers{', augmented' if cfg.train.augment else ''})"
+          f"{f', balanced NPE (λ = {cfg.train.balance:g})' if cfg.train.balance > 0 else ''}"
           f"{', bf16 autocast' if cfg.train.bf16 and info.device.type == 'cuda' else ''}, dataset {s.data_hash}")
 
 
@@ -327,16 +337,16 @@ def train_step(s: Session, batch: dict[str, Any], where: str, target: dict[str, 
     cfg = s.cfg
     batch = to_torch(batch, s.info.device)
     with autocast_context(s.info.device, cfg.train.bf16):
-        if s.target_source is None:
-            loss = nll = s.net(batch).float().mean()
-        else:
-            nll, align = s.net(batch, target=to_torch(target, s.info.device))
-            nll = nll.float().mean()
-            loss = nll + cfg.train.adapt_weight * align.float()
+        out = s.net(batch) if s.target_source is None else s.net(batch, target=to_torch(target, s.info.device))
+        nll, terms = out if isinstance(out, tuple) else (out, {})
+        loss = nll = nll.float().mean()
+        for key, weight in (("mmd", cfg.train.adapt_weight), ("balance", cfg.train.balance), ("prior_nll", 1.0)):
+            if key in terms:  # only the options that are on: a plain run's loss is exactly its NLL
+                loss = loss + weight * terms[key].float()
     s.opt.zero_grad(set_to_none=True)
     loss.backward()
     max_norm = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf
-    norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), max_norm)
+    norm = torch.nn.utils.clip_grad_norm_(s.net.parameters(), max_norm)
     value = float(nll.detach())
     bad = 0.0 if math.isfinite(float(loss.detach())) and math.isfinite(float(norm)) else 1.0
     flags = [bad, 1.0 if s.handler.requested else 0.0]

@@ -26,6 +26,7 @@ from torch import nn
 from galmass.config import ModelConfig
 from galmass.datasets.schema import scalar_index, tracer_keys
 from galmass.models.alignment import mmd2
+from galmass.models.balance import balance_violation, partners
 from galmass.models.encoder import MapEncoder
 from galmass.models.sampling import sample_flow
 from galmass.physics.constants import G
@@ -168,26 +169,41 @@ class MassPosterior(nn.Module):
         return (y @ self.chol.T) * self.y_std + self.y_mean + self.log_mass_offset(scalars)[..., :, None]
 
     # -- probabilistic API ---------------------------------------------------------------------------------------
-    def forward(self, batch: dict[str, torch.Tensor], target: dict[str, torch.Tensor] | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], target: dict[str, torch.Tensor] | None = None,
+                log_prior: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-sample training loss [B]: the members' mean negative log-likelihood of the flow variables.
 
         Each member's gradient is its own NLL's (divided by K), so the members train as K independent networks on
-        the same batches; the mixture is formed only when sampling. With an unlabelled ``target`` batch (domain
-        adaptation) it returns ``(nll [B], mmd²)``, the members' mean squared MMD between the fusion embeddings of
-        the two batches (:func:`galmass.models.alignment.mmd2`); both go through one forward, as DDP requires.
+        the same batches; the mixture is formed only when sampling. Extra loss terms, when asked for, come back as
+        ``(nll [B], terms)``, each the members' mean; all go through one forward, as DDP requires:
+
+        * an unlabelled ``target`` batch (domain adaptation): "mmd", the squared MMD between the fusion embeddings
+          of the two batches (:func:`galmass.models.alignment.mmd2`);
+        * ``log_prior`` [B], the labels' marginal log-density in the flow variables (balanced NPE,
+          :mod:`galmass.models.balance`): "balance", the balance condition's violation, with each sample's
+          context paired with its neighbour's labels as the product of marginals.
         """
         maps, inputs = self._inputs(batch)
         y = self.to_y(batch["labels"], batch["scalars"])
         contexts = [m.context(maps, inputs) for m in self.members]
+        terms: dict[str, torch.Tensor] = {}
         # The flow's log-density in fp32 even under bf16 autocast (its log-determinant would be rounded to ~2^-8).
         with torch.autocast(device_type=y.device.type, enabled=False):
-            nll = torch.stack([-m.flow(c.float()).log_prob(y) for m, c in zip(self.members, contexts)]).mean(0)
-        if target is None:
-            return nll
-        t_maps, t_inputs = self._inputs(target)
-        align = torch.stack([mmd2(c, m.context(t_maps, t_inputs)) for m, c in zip(self.members, contexts)]).mean()
-        return nll, align
+            dists = [m.flow(c.float()) for m, c in zip(self.members, contexts)]
+            log_q = torch.stack([d.log_prob(y) for d in dists])  # [K, B]
+            if log_prior is not None:
+                other = partners(len(y), y.device)
+                y_other, p_other = y[other], log_prior[other]
+                terms["balance"] = torch.stack(
+                    [balance_violation(lq, d.log_prob(y_other), log_prior, p_other) for lq, d in zip(log_q, dists)]
+                ).mean()
+        nll = -log_q.mean(0)
+        if target is not None:
+            t_maps, t_inputs = self._inputs(target)
+            terms["mmd"] = torch.stack([mmd2(c, m.context(t_maps, t_inputs))
+                                        for m, c in zip(self.members, contexts)]).mean()
+        return (nll, terms) if terms else nll
 
     def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log density of the labels under the mixture posterior, in the flow variables [B]."""
