@@ -55,13 +55,75 @@ class Catalogue:
     notes: list[str] = field(default_factory=list)
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+def _table(path: Path) -> tuple[list[str], dict[str, NDArray], int]:
+    """(header, columns by name, number of data rows) of a CSV catalogue; CatalogueError for what cannot be read."""
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise CatalogueError(f"{path}: file not found") from None
     except UnicodeDecodeError:
         raise CatalogueError(f"{path}: not a text (CSV) file") from None
+    plain = _plain_table(text)
+    if plain is not None:
+        return plain
+    header, rows = _read_rows(path, text)
+    return header, _columns(path, header, rows), len(rows)
+
+
+_NOT_PLAIN = (" ", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x00", '"', "#", "\n\n")
+"""What makes a table not plain: whitespace other than the line breaks (fields would need stripping; str.splitlines
+also breaks at some), quotes (csv quoting), comments, blank lines, NUL."""
+
+
+def _plain_table(text: str) -> tuple[list[str], dict[str, NDArray], int] | None:
+    """:func:`_table` of a plain table, ~2x faster, or None for any other (the csv module then reads it, and
+    words every error).
+
+    Plain: ASCII, none of :data:`_NOT_PLAIN`, known and distinct column names, as many fields on every line as in
+    the header, numbers that parse and are finite. The csv module's rows are then ``line.split(",")`` and its
+    fields need no strip, so the columns are the same strings, converted by the same ``np.array(..., float64)``.
+    """
+    if not text.isascii() or text.startswith("\n") or any(c in text for c in _NOT_PLAIN):
+        return None
+    head, _, body = text.partition("\n")
+    body = body[:-1] if body.endswith("\n") else body
+    header = head.split(",")
+    ncol = len(header)
+    if not body or any(h not in KNOWN_COLUMNS for h in header) or len(set(header)) != ncol:
+        return None
+    n_rows = _plain_rows(body, ncol)
+    if n_rows is None:
+        return None
+    flat = body.replace("\n", ",").split(",")  # every field, row by row
+    cols: dict[str, NDArray] = {}
+    for j, name in enumerate(header):
+        if name == "galaxy":
+            cols[name] = np.array(flat[j::ncol], dtype=object)
+            continue
+        try:
+            cols[name] = np.array(flat[j::ncol], dtype=np.float64)
+        except ValueError:
+            return None
+        if not np.all(np.isfinite(cols[name])):
+            return None
+    return header, cols, n_rows
+
+
+def _plain_rows(body: str, ncol: int) -> int | None:
+    """The number of lines of ``body`` (ASCII, lines split by "\\n") when every line has ``ncol`` comma-separated
+    fields, none longer than the csv module accepts; None otherwise. One pass of numpy over the bytes."""
+    b = np.frombuffer(body.encode("ascii"), dtype=np.uint8)
+    at = np.flatnonzero((b == ord(",")) | (b == ord("\n")))  # every separator, in order
+    newline = np.flatnonzero(b[at] == ord("\n"))
+    n_rows = newline.size + 1
+    # ncol - 1 commas, then a line break (none after the last line): line breaks at separators ncol - 1, 2 ncol - 1…
+    if at.size != n_rows * ncol - 1 or not np.array_equal(newline, np.arange(ncol - 1, at.size, ncol)):
+        return None
+    longest = int(np.diff(np.concatenate([[-1], at, [b.size]])).max()) - 1
+    return n_rows if longest <= csv.field_size_limit() else None
+
+
+def _read_rows(path: Path, text: str) -> tuple[list[str], list[list[str]]]:
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if len(lines) < 2:
         raise CatalogueError(f"{path}: needs a header line and at least one row")
@@ -191,10 +253,9 @@ def read_catalogues(path: str | Path, kind: str = "stars", distance_kpc: float |
     path = Path(path)
     if path.is_dir():
         return _read_directory(path, kind, distance_kpc, distance_err_kpc, centre_deg, rng)
-    header, rows = _read_rows(path)
-    cols = _columns(path, header, rows)
+    header, cols, n_rows = _table(path)
     rng = rng or np.random.default_rng(0)
-    blocks = _galaxy_blocks(path, cols["galaxy"]) if "galaxy" in cols else [(path.stem, 0, len(rows))]
+    blocks = _galaxy_blocks(path, cols["galaxy"]) if "galaxy" in cols else [(path.stem, 0, n_rows)]
     out = {}
     for name, start, stop in blocks:  # slices of the contiguous blocks: one pass over the table, not one per galaxy
         sub = {k: v[start:stop] for k, v in cols.items()}

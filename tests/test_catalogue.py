@@ -61,3 +61,60 @@ def test_joint_distance_is_the_mahalanobis_distance():
     assert joint_distance(on, norm) == pytest.approx(mahalanobis([0.3, 0.3], [0, 0], np.linalg.inv(cov)))
     assert joint_distance(off, norm) > 6 > joint_distance(on, norm)
     assert joint_distance(on, {"scalars": {"mean": [0.0] * n, "std": std.tolist()}}) is None
+
+
+PLAIN = "galaxy,x_kpc,y_kpc,v_los_kms,v_err_kms\n" + "".join(
+    f"{g},{0.01 * i - 0.3:.5f},{0.3 - 0.007 * i:.4f},{(-1) ** i * 0.37 * i:.3f},{1 + i % 4}\n"
+    for g, n in (("A", 25), ("B", 30)) for i in range(n))
+
+
+@pytest.mark.parametrize("text, plain", [
+    (PLAIN, True),
+    (PLAIN.rstrip("\n"), True),  # no final line break
+    ("v_err_kms,v_los_kms,y_kpc,x_kpc,galaxy\n2,1e-3,+5,.5,A\n2.,-0,1_000,0.25,A\n1,3,4,5,B\n", True),  # order, forms
+    (PLAIN.replace(",", ", "), False),  # spaces after commas
+    (PLAIN.replace("\n", "\r\n").replace("\r\n", "\r", 3), True),  # Windows/old Mac line breaks (read as "\n")
+    (PLAIN.replace("\n", "\x0c\n", 2), False),  # a form feed: whitespace, and a line break to str.splitlines
+    ("# a comment\n" + PLAIN + "\n\n", False),  # comment and blank lines
+    (PLAIN.replace("A,", '"A",'), False),  # quoted names
+    ("galaxy,x_kpc,y_kpc,v_los_kms\nBoötes,0.1,0.2,3\nBoötes,0.2,0.1,4\n", False),  # not ASCII
+    ("galaxy,x_kpc,y_kpc,v_los_kms\nN#1,0.1,0.2,3\n", False),  # a '#' inside a name
+    (PLAIN.replace("0.35", "abc", 1), None),  # not a number: the csv path's error
+    (PLAIN.replace("1.11", "nan", 1), None),  # non-finite
+    (PLAIN.replace("\nB,", "\nB,,", 1), None),  # a line with a field too many
+    (PLAIN.replace("\nB,", "\nB,,", 1).replace(",1\n", "\n", 1), None),  # one too many, one too few
+    (PLAIN.replace("v_err_kms", "verr"), None),  # unknown column
+    (PLAIN.replace("v_err_kms", "x_kpc"), None),  # a column twice
+    ("x_kpc,y_kpc,v_los_kms\n", None),  # no rows
+    ("x_kpc,y_kpc,v_los_kms\n0.1,,3\n", None),  # an empty field
+])
+def test_plain_tables_are_read_exactly_as_the_csv_module_reads_them(tmp_path, monkeypatch, text, plain):
+    """The quick reader of plain tables gives the same catalogues (numbers bit for bit) or the same error as the
+    csv module's reader; anything not plain is left to the latter."""
+    import galmass.catalogue as catalogue
+
+    path = tmp_path / "cat.csv"
+    path.write_text(text, encoding="utf-8")
+    if plain is not None:
+        assert (catalogue._plain_table(path.read_text()) is not None) == plain
+
+    def read():
+        try:
+            return read_catalogues(path)
+        except CatalogueError as err:
+            return str(err)
+
+    quick = read()
+    monkeypatch.setattr(catalogue, "_plain_table", lambda text: None)
+    slow = read()
+    assert type(quick) is type(slow)
+    if isinstance(slow, str):
+        assert plain is None and quick == slow
+        return
+    assert list(quick) == list(slow)
+    for name in slow:
+        a, b = quick[name], slow[name]
+        for field in ("x_kpc", "y_kpc", "v_kms", "v_err_kms", "p_member"):
+            assert getattr(a, field).tobytes() == getattr(b, field).tobytes(), (name, field)
+        assert (a.name, a.distance_kpc, a.distance_err_kpc, a.notes) == (b.name, b.distance_kpc, b.distance_err_kpc,
+                                                                        b.notes)
