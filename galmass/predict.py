@@ -181,8 +181,11 @@ def _check(t: Target, blob: dict[str, Any], need_gas: bool) -> None:
                            "subsample the catalogue to the trained maximum (keep the best-measured stars)"))
     recentred = bool(dc.get("recentre", False))
     # A recentring observer step has already estimated the members' centre; otherwise estimate it here.
-    m = s["members"]
-    cx, cy = (s["centre_x_kpc"], s["centre_y_kpc"]) if recentred else estimate_centre(t.cat.x_kpc[m], t.cat.y_kpc[m])
+    if recentred:
+        cx, cy = s["centre_x_kpc"], s["centre_y_kpc"]
+    else:  # "members" indexes the stars the nominal inputs were made from: the likely members (p_member >= 0.5)
+        likely = t.cat.p_member >= 0.5
+        cx, cy = estimate_centre(t.cat.x_kpc[likely][s["members"]], t.cat.y_kpc[likely][s["members"]])
     off = float(np.hypot(cx, cy)) / float(s["rh_kpc"])
     msg = (f"the catalogue origin (the given centre) is {off:.2f} R_h from the stars' own centre"
            + (" (the model recentres on the stars, as in training)" if recentred else ""))

@@ -54,8 +54,7 @@ def test_assess_many_equals_assess_one_by_one(blob, observer):
     cats = [_catalogue(rng, f"g{i}", n) for i, n in enumerate([6, 15, 40, 40, 40, 40, 100, 100, 100, 100, 100, 257,
                                                                 257, 257, 257, 100, 40, 3100])]
     cats[3].x_kpc[7] = np.nan  # refused by observation_to_sample: its message becomes the galaxy's error
-    if observer == "shipped":  # (without recentring, _check indexes all stars with the members of the likely ones)
-        cats[5].p_member[:10] = 0.3  # unlikely members are left out of the nominal inputs
+    cats[5].p_member[:10] = 0.3  # unlikely members are left out of the nominal inputs
     need_gas = observer == "with gas"
     gas = [_catalogue(rng, c.name, 300) if need_gas and i % 2 else None for i, c in enumerate(cats)]
     for g in gas:
