@@ -44,7 +44,7 @@ def test_objective_terms_and_where_their_gradients_go():
     net = MassPosterior(ModelConfig(tracer="stars", widths=[8], embed_dim=8, flow_hidden=[16]), 16, NORM)
     obj = Balanced(net, 10)
     b = batch(n=8)
-    b["labels"] = net.from_y(0.5 * torch.randn(8, 10), b["scalars"])  # typical labels: d = σ(log q − log p) not saturated
+    b["labels"] = net.from_y(0.5 * torch.randn(8, 10), b["scalars"])  # typical labels: σ(log q − log p) unsaturated
     nll, terms = obj(b)
     torch.testing.assert_close(nll, net(b), rtol=0, atol=0)  # the posterior's NLL is the plain model's
     assert set(terms) == {"balance", "prior_nll"} and all(torch.isfinite(t) for t in terms.values())
