@@ -336,35 +336,34 @@ def _read(args: argparse.Namespace) -> list[tuple[Catalogue, Catalogue | None]]:
 
 def assess(cat: Catalogue, gas: Catalogue | None, blob: dict[str, Any], need_gas: bool) -> Target:
     """One galaxy's nominal model inputs (likely members, nominal distance) and every check's verdict."""
-    t = Target(cat, gas, {})
     try:
-        t.nominal = observe_catalogue(cat, gas, blob["data_config"], cat.p_member >= 0.5, 1.0)
-        if not need_gas:  # empty gas maps: half of what a target carries between predict's worker processes
-            del t.nominal["maps_gas"], t.nominal["phase_gas"]
+        observed: dict[str, Any] | ValueError = observe_catalogue(cat, gas, blob["data_config"],
+                                                                  cat.p_member >= 0.5, 1.0)
     except ValueError as err:
-        t.errors.append(str(err))
-    else:
-        _check(t, blob, need_gas)
-    return t
+        observed = err
+    return _assessed(cat, gas, observed, blob, need_gas)
 
 
 def assess_many(galaxies: list[tuple[Catalogue, Catalogue | None]], blob: dict[str, Any], need_gas: bool
                 ) -> list[Target]:
     """:func:`assess` of each (stars, gas) galaxy, the nominal inputs observed together (the same numbers)."""
-    dc = blob["data_config"]
-    observed = observe_catalogues([(cat, gas, cat.p_member >= 0.5, 1.0) for cat, gas in galaxies], dc)
-    targets = []
-    for (cat, gas), res in zip(galaxies, observed):
-        t = Target(cat, gas, {})
-        if isinstance(res, ValueError):
-            t.errors.append(str(res))
-        else:
-            t.nominal = res
-            if not need_gas:  # as in assess
-                del t.nominal["maps_gas"], t.nominal["phase_gas"]
-            _check(t, blob, need_gas)
-        targets.append(t)
-    return targets
+    observed = observe_catalogues([(cat, gas, cat.p_member >= 0.5, 1.0) for cat, gas in galaxies],
+                                  blob["data_config"])
+    return [_assessed(cat, gas, res, blob, need_gas) for (cat, gas), res in zip(galaxies, observed)]
+
+
+def _assessed(cat: Catalogue, gas: Catalogue | None, observed: dict[str, Any] | ValueError, blob: dict[str, Any],
+              need_gas: bool) -> Target:
+    """The target of one galaxy from its nominal inputs (or the error observing it raised), checked."""
+    t = Target(cat, gas, {})
+    if isinstance(observed, ValueError):
+        t.errors.append(str(observed))
+        return t
+    t.nominal = observed
+    if not need_gas:  # empty gas maps: half of what a target would carry
+        del t.nominal["maps_gas"], t.nominal["phase_gas"]
+    _check(t, blob, need_gas)
+    return t
 
 
 @dataclass
