@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -482,10 +484,8 @@ def predict(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
             "seed": args.seed, "samples": args.samples, "realisations": args.realisations,
             "observer": observer.describe(stated, dc)}
     targets = _assess_all(galaxies, blob, need_gas)
-    bad = [f"  {t.cat.name}: " + "; ".join(t.errors) for t in targets if t.errors]
-    if bad and (not args.force or any(not t.nominal for t in targets)):
-        raise CatalogueError("cannot predict (nothing written):\n" + "\n".join(bad) + "\nHINT: fix the "
-                             "catalogue, or --force to predict anyway (recorded in posterior.json)")
+    if any(t.errors for t in targets) and (not args.force or any(not t.nominal for t in targets)):
+        raise CatalogueError(_refusal(targets))
     units = _units(targets, args.realisations)
     out = _out_dir(args)
     if args.single_file:
@@ -503,6 +503,32 @@ def predict(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
         sync_all()
     _write_summary(out, rows)
     return out, rows
+
+
+REFUSED_LISTED, REFUSED_NAMED = 20, 200
+"""A refusal shows every problem of the first REFUSED_LISTED failing galaxies; beyond, how many galaxies have each
+kind of problem and the names of up to REFUSED_NAMED more (a table of thousands must not flood the terminal)."""
+
+
+def _refusal(targets: list[Target]) -> str:
+    """The "cannot predict" message: each failing galaxy with its problems, or for many the first REFUSED_LISTED,
+    a count per kind of problem (its message with the numbers replaced by #) and the other galaxies' names."""
+    bad = [t for t in targets if t.errors]
+    lines = ["cannot predict (nothing written):"] + [f"  {t.cat.name}: " + "; ".join(t.errors)
+                                                     for t in bad[:REFUSED_LISTED]]
+    if len(bad) > REFUSED_LISTED:
+        kinds = Counter(_problem_kind(e) for t in bad for e in t.errors)
+        lines.append(f"  ... {len(bad)} of {len(targets)} galaxies cannot be predicted; galaxies with each problem:")
+        lines += [f"    {n} × {kind}" for kind, n in kinds.most_common()]
+        rest = [t.cat.name for t in bad[REFUSED_LISTED:]]
+        lines.append(f"  the other {len(rest)}: " + ", ".join(rest[:REFUSED_NAMED])
+                     + (f" and {len(rest) - REFUSED_NAMED} more" if len(rest) > REFUSED_NAMED else ""))
+    return "\n".join(lines) + "\nHINT: fix the catalogue, or --force to predict anyway (recorded in posterior.json)"
+
+
+def _problem_kind(error: str) -> str:
+    """An error message without its numbers and hint, so that galaxies with the same problem count together."""
+    return re.sub(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?", "#", error.split(". HINT")[0])
 
 
 SAMPLES_FILE, PROFILES = "samples.h5", "profiles"

@@ -8,7 +8,7 @@ import pytest
 
 import galmass.pretrained as pretrained
 from galmass.catalogue import Catalogue
-from galmass.predict import (EXAMPLES, LISTED, PRINT_GALAXIES, Target, _unit_realisations, assess, assess_many,
+from galmass.predict import (EXAMPLES, LISTED, PRINT_GALAXIES, REFUSED_LISTED, REFUSED_NAMED, Target, _unit_realisations, assess, assess_many,
                              main, observe_catalogue, realisations)
 
 pytestmark = pytest.mark.skipif(not pretrained.available(), reason="no pretrained model shipped in this checkout")
@@ -100,11 +100,11 @@ def test_realisations_observed_together_equal_one_by_one(blob):
     assert [len(r) for r in expected] == [k, k, 1, k]
 
 
-def _write_table(path, names: list[str]) -> None:
+def _write_table(path, names: list[str], n_stars: dict[str, int] | None = None) -> None:
     rng = np.random.default_rng(1)
     rows = ["galaxy,x_kpc,y_kpc,v_los_kms,v_err_kms"]
     for name in names:
-        c = _catalogue(rng, name, 80)
+        c = _catalogue(rng, name, (n_stars or {}).get(name, 80))
         rows += [f"{name},{a:.5f},{b:.5f},{v:.3f},{e:.3f}"
                  for a, b, v, e in zip(c.x_kpc, c.y_kpc, c.v_kms, c.v_err_kms)]
     path.write_text("\n".join(rows) + "\n")
@@ -130,3 +130,30 @@ def test_predict_prints_a_summary_for_many_galaxies_and_every_profile_for_a_few(
     assert main(["--stars", str(tmp_path / "few.csv"), "--out", str(tmp_path / "few"), *common]) == 0
     out, _ = capsys.readouterr()
     assert out.count("[galmass] dwarf") == 2 and out.count("   M(<") == 2 * 10  # each galaxy, every radius
+
+
+def test_a_refusal_of_many_galaxies_lists_the_first_and_counts_the_rest(tmp_path, capsys):
+    """REFUSED_LISTED + REFUSED_NAMED + 3 galaxies too small to predict and 2 good ones: the first REFUSED_LISTED
+    with their problem, one count per kind of problem, REFUSED_NAMED more names and how many are left unnamed;
+    nothing written. A few failing galaxies are each listed in full."""
+    small = [f"tiny{i:03d}" for i in range(REFUSED_LISTED + REFUSED_NAMED + 3)]
+    _write_table(tmp_path / "many.csv", ["good0", *small, "good1"], {name: 5 for name in small})
+    out = tmp_path / "out"
+    assert main(["--stars", str(tmp_path / "many.csv"), "--out", str(out), "--samples", "20", "--no-plot"]) == 2
+    err = capsys.readouterr().err
+    assert not out.exists()
+    lines = err.splitlines()
+    listed = [ln.split(":")[0].strip() for ln in lines[1:REFUSED_LISTED + 1]]
+    assert listed == small[:REFUSED_LISTED] and "only 5 member stars" in lines[1]
+    assert f"{len(small)} of {len(small) + 2} galaxies cannot be predicted" in err
+    assert f"    {len(small)} × only # member stars: at least # are needed for a dispersion" in lines
+    named = next(ln for ln in lines if ln.startswith(f"  the other {len(small) - REFUSED_LISTED}: "))
+    assert small[REFUSED_LISTED] in named and small[REFUSED_LISTED + REFUSED_NAMED - 1] in named
+    assert small[-1] not in named and named.endswith(" and 3 more")
+    assert len(lines) < REFUSED_LISTED + 8
+
+    _write_table(tmp_path / "few.csv", ["good0", *small[:3]], {name: 5 for name in small})
+    assert main(["--stars", str(tmp_path / "few.csv"), "--out", str(out), "--samples", "20", "--no-plot"]) == 2
+    err = capsys.readouterr().err
+    assert [ln.split(":")[0].strip() for ln in err.splitlines()[1:4]] == small[:3]
+    assert "cannot be predicted" not in err and not out.exists()
