@@ -60,7 +60,7 @@ DATA_NON_CONTENT_KEYS: tuple[str, ...] = ("path", "workers")
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"vary_fractions": False}
 """Data keys added after datasets were made with them at this value (which reproduces those datasets exactly):
 left out of the identity while at it, so existing datasets and trained models keep their hash."""
-RECIPE_NEUTRAL_DEFAULTS: dict[str, Any] = {"df_isotropise": False}
+RECIPE_NEUTRAL_DEFAULTS: dict[str, Any] = {"df_isotropise": False, "light_transition_range": (2.0, 2.0)}
 """Suite-recipe keys added after datasets were made without them, at the value that reproduces those datasets:
 left out of the recipe contents in the data identity while at it, so existing datasets keep their hash."""
 MODEL_NEUTRAL_DEFAULTS: dict[str, Any] = {"observer_inputs": False, "observer_hidden": 0.5, "scale_free": False}
@@ -638,6 +638,12 @@ def _content_keys(data: Mapping[str, Any]) -> dict[str, Any]:
             if k not in DATA_NON_CONTENT_KEYS and not (k in HASH_NEUTRAL_DEFAULTS and v == HASH_NEUTRAL_DEFAULTS[k])}
 
 
+def _same(value: Any, default: Any) -> bool:
+    """``value == default``, a list equal to a tuple included (a YAML list against a dataclass default)."""
+    return (list(value) if isinstance(value, (list, tuple)) else value) == (
+        list(default) if isinstance(default, (list, tuple)) else default)
+
+
 def recipe_contents(suites: list[str], feedbacks: list[str]) -> dict[str, dict[str, Any]]:
     """Parsed suite and feedback recipes by name (comments and key order do not count)."""
     # Lazy: the recipes are read by the mocks layer; the schema itself does not depend on it.
@@ -648,7 +654,8 @@ def recipe_contents(suites: list[str], feedbacks: list[str]) -> dict[str, dict[s
         for n in names:
             try:
                 out[key][str(n)] = {k: v for k, v in dataclasses.asdict(load(n)).items()
-                                    if not (k in RECIPE_NEUTRAL_DEFAULTS and v == RECIPE_NEUTRAL_DEFAULTS[k])}
+                                    if not (k in RECIPE_NEUTRAL_DEFAULTS
+                                            and _same(v, RECIPE_NEUTRAL_DEFAULTS[k]))}
             except ConfigError as err:
                 raise ConfigError(f"data.{key}: {err}") from None
     return out

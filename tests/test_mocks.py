@@ -314,3 +314,31 @@ def test_dc14_feedback_galaxies_observe():
         from galmass.mocks.suites import FeedbackSpec
 
         FeedbackSpec(profile="dc14", n_range=(0.1, 0.2))
+
+
+def test_light_transition_draws_alpha_from_its_own_stream_and_samples_that_profile():
+    """``light_transition_range`` [1, 2]: every other field of every galaxy is what the default suite draws from the
+    same seed (its own child stream), alpha lies in the range; an alpha = 1 galaxy's stars have their projected
+    half-number radius at ``a`` (the tracer, not Plummer, is sampled) and its equilibrium DF exists in a cored halo.
+    The default [2, 2] leaves galaxies bit-identical (and the recipe out of the data hash)."""
+    from galmass.mocks.galaxy import _stellar_df, sample_stars
+
+    base, core = load_suite("median"), load_feedback("core")
+    wide = dataclasses.replace(base, light_transition_range=(1.0, 2.0))
+    alphas = []
+    for seed in range(12):
+        g, g_wide = draw_galaxy(base, core, seed), draw_galaxy(wide, core, seed)
+        assert g.light_alpha == 2.0 and dataclasses.replace(g_wide, light_alpha=2.0) == g
+        alphas.append(g_wide.light_alpha)
+    assert 1.0 <= min(alphas) < max(alphas) <= 2.0
+    g = dataclasses.replace(draw_galaxy(dataclasses.replace(base, light_transition_range=(1.0, 1.0)), core, 3),
+                            light_beta=4.0, light_gamma=0.0, bvh=False, flattened=False, om=False, beta=0.0)
+    assert g.light_alpha == 1.0 and not g.plummer and g.tracer.alpha == 1.0
+    pos, _ = sample_stars(g, 40_000, np.random.default_rng(0))
+    assert abs(np.median(np.hypot(pos[:, 0], pos[:, 1])) / g.a - 1.0) < 0.02
+    plummer_like = dataclasses.replace(g, light_alpha=2.0)
+    assert abs(np.median(np.hypot(*sample_stars(plummer_like, 40_000, np.random.default_rng(0))[0][:, :2].T))
+               / g.a - 1.0) < 0.02  # both at a, but different profiles: the radii differ
+    assert not np.allclose(pos, sample_stars(plummer_like, 40_000, np.random.default_rng(0))[0])
+    assert _stellar_df(g).f.max() > 0
+    assert "light_transition_range" not in data_identity(DataConfig(suites=["median"]))["recipes"]["suites"]["median"]

@@ -108,6 +108,9 @@ class Galaxy:
     """Outer slope of the stellar (alpha = 2, beta, gamma) profile; with light_gamma = 0, 5 is Plummer."""
     light_gamma: float = 0.0
     """Inner slope of the stellar profile (0: cored light, as Plummer)."""
+    light_alpha: float = 2.0
+    """Transition sharpness of the stellar (alpha, beta, gamma) profile: 2 (with beta = 5, gamma = 0: Plummer), 1 a
+    gradual one (Hernquist, Dehnen). Drawn only when ``SuiteSpec.light_transition_range`` asks for it."""
     equilibrium_df: bool = False
     """True: :func:`sample_stars` draws the stellar velocities from the equilibrium distribution function
     (isotropic, or Osipkov–Merritt when ``om``) instead of Jeans Gaussians; set by ``SuiteSpec.df_fraction``."""
@@ -140,9 +143,14 @@ class Galaxy:
 
     # --- mass profile -------------------------------------------------------------------------------------------
     @property
+    def plummer(self) -> bool:
+        """Whether the stellar profile is exactly Plummer (closed forms are used then)."""
+        return self.light_alpha == 2.0 and self.light_beta == 5.0 and self.light_gamma == 0.0
+
+    @property
     def tracer(self) -> TwoPowerTracer:
         """The stellar number-density profile, with projected half-number radius ``a``."""
-        return TwoPowerTracer(2.0, self.light_beta, self.light_gamma, self.a)
+        return TwoPowerTracer(self.light_alpha, self.light_beta, self.light_gamma, self.a)
 
     def dm_mass(self, r: ArrayLike) -> NDArray[np.float64]:
         """Dark-matter mass inside radius r [kpc] -> [Msun] (coreNFW, n = 0 is exactly NFW; DC14; or Zhao), tapered
@@ -161,7 +169,7 @@ class Galaxy:
 
     def star_mass(self, r: ArrayLike) -> NDArray[np.float64]:
         """Stellar mass inside radius r [kpc] -> [Msun] (mass follows the star counts)."""
-        if self.light_beta == 5.0 and self.light_gamma == 0.0:
+        if self.plummer:
             return plummer_mass(r, self.a, self.mstar)  # closed form for the Plummer default
         return self.mstar * self.tracer.fraction(r)
 
@@ -200,8 +208,8 @@ class Galaxy:
 # parameter table of every dataset stays bit-identical (it can be recomputed from the seed, see _flag_equilibrium_df).
 # The Baes & van Hese fields are kept out for the same reason (bit-identical tables for suites without them); they
 # too are recomputed from the seed (_flag_bvh), as are the flattening (_flag_flattened) and tidal (_flag_tidal)
-# fields. NOTE: a BvH or flattened galaxy's stored om / beta / r_a are then unused values.
-_NOT_STORED = ("equilibrium_df", "bvh", "bvh_beta0", "bvh_beta_inf", "bvh_r_a", "bvh_delta", "flattened", "flat_q",
+# fields, and light_alpha (_light_transition). NOTE: a BvH or flattened galaxy's stored om / beta / r_a are then unused values.
+_NOT_STORED = ("light_alpha", "equilibrium_df", "bvh", "bvh_beta0", "bvh_beta_inf", "bvh_r_a", "bvh_delta", "flattened", "flat_q",
                "flat_beta_z", "tidal", "tidal_rt")
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Galaxy) if f.name not in _NOT_STORED)
 """Names of the entries of :meth:`Galaxy.params_vector`."""
@@ -268,9 +276,9 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
         dc14=feedback.profile == "dc14", zhao=feedback.profile == "zhao", halo_alpha=halo_shape[0],
         halo_beta=halo_shape[1], halo_gamma=halo_shape[2], light_beta=light_beta, light_gamma=light_gamma,
     )
-    # The tidal taper first (it changes the mass, hence which DFs exist); then BvH, then flattening, then the DF:
+    # The light profile's transition and the tidal taper first (they change which DFs exist); then BvH, then flattening, then the DF:
     # each later option applies only to galaxies the earlier ones left alone.
-    galaxy = _flag_bvh(_flag_tidal(galaxy, suite, seed), suite, seed)
+    galaxy = _flag_bvh(_flag_tidal(_light_transition(galaxy, suite, seed), suite, seed), suite, seed)
     return _flag_equilibrium_df(_flag_flattened(galaxy, suite, seed), suite, seed)
 
 
@@ -286,7 +294,7 @@ def _random_unit_vector(rng: np.random.Generator, n: int | None = None) -> NDArr
 
 def _spherical_density(galaxy: Galaxy) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
     """The stars' spherical number-density profile (closed-form Plummer for the default shape)."""
-    if galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0:
+    if galaxy.plummer:
         return lambda r: plummer_density(r, galaxy.a)
     return galaxy.tracer.density
 
@@ -326,6 +334,9 @@ _FLAT_SPAWN_KEY = 0x666C6174
 _TIDAL_SPAWN_KEY = 0x7469646C
 """Spawn key ('tidl') of the seed child that decides ``Galaxy.tidal`` and draws r_t."""
 
+_LIGHT_SPAWN_KEY = 0x6C696768
+"""Spawn key ('ligh') of the seed child that draws ``Galaxy.light_alpha``."""
+
 
 def _child_rng(seed: int | np.random.SeedSequence, key: int) -> np.random.Generator:
     """Generator on the child of ``seed`` with spawn key ``key``, built without advancing the caller's sequence."""
@@ -352,6 +363,15 @@ def _flag_bvh(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequen
         return galaxy
     return dataclasses.replace(galaxy, bvh=True, bvh_beta0=beta0, bvh_beta_inf=beta_inf, bvh_r_a=r_a,
                                bvh_delta=delta)
+
+
+def _light_transition(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequence) -> Galaxy:
+    """``galaxy`` with ``light_alpha`` drawn uniformly in ``suite.light_transition_range`` from its own child of the
+    seed; a range of [2, 2] (the default) draws nothing, so such suites keep every galaxy and star bit-identical."""
+    lo, hi = suite.light_transition_range
+    if lo == hi == 2.0:
+        return galaxy
+    return dataclasses.replace(galaxy, light_alpha=_uniform(_child_rng(seed, _LIGHT_SPAWN_KEY), (lo, hi)))
 
 
 def _flag_tidal(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random.SeedSequence) -> Galaxy:
@@ -449,8 +469,7 @@ def sample_stars(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     u = rng.random(n)
-    plummer = galaxy.light_beta == 5.0 and galaxy.light_gamma == 0.0
-    r = plummer_radius_from_fraction(u, galaxy.a) if plummer else galaxy.tracer.sample_radii(u)
+    r = plummer_radius_from_fraction(u, galaxy.a) if galaxy.plummer else galaxy.tracer.sample_radii(u)
     rhat = _random_unit_vector(rng, n)
     if galaxy.flattened:
         pos = r[:, None] * rhat * np.array([1.0, 1.0, galaxy.flat_q])

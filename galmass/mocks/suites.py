@@ -77,11 +77,15 @@ class SuiteSpec:
     gas_sigma_kms_range: tuple[float, float] = (8.0, 12.0)
     """Gas turbulent velocity dispersion (isotropic, per component) [km/s], drawn uniformly."""
     light_outer_slope_range: tuple[float, float] = (5.0, 5.0)
-    """Outer slope beta of the stellar (alpha = 2, beta, gamma) number-density profile, drawn uniformly (> 3;
+    """Outer slope beta of the stellar (alpha, beta, gamma) number-density profile, drawn uniformly (> 3;
     5 with inner slope 0 is Plummer). Observed dSph profiles range from King/exponential-like to steep outer
     fall-offs (Muñoz et al. 2018)."""
     light_inner_slope_range: tuple[float, float] = (0.0, 0.0)
     """Inner slope gamma of the stellar profile, drawn uniformly in [0, 1) (0: a cored light profile)."""
+    light_transition_range: tuple[float, float] = (2.0, 2.0)
+    """Transition sharpness alpha of the stellar (alpha, beta, gamma) profile, drawn uniformly: 2 is Plummer's (with
+    beta = 5, gamma = 0), 1 the gradual one of Hernquist (1990) and Dehnen (1993) profiles, closer to exponential
+    and Sérsic fits of dwarfs. [2, 2] (default) draws nothing and leaves every galaxy bit-identical."""
     df_fraction: float = 0.0
     """Fraction of galaxies whose stars get velocities from the equilibrium distribution function (isotropic
     Eddington or Osipkov–Merritt, :func:`galmass.physics.df.eddington_df`) instead of Gaussians with the Jeans
@@ -147,6 +151,7 @@ class SuiteSpec:
         _check_range("gas_sigma_kms_range", self.gas_sigma_kms_range, 0.0)
         _check_range("light_outer_slope_range", self.light_outer_slope_range, 3.2, 20.0)
         _check_range("light_inner_slope_range", self.light_inner_slope_range, 0.0, 1.5)
+        _check_range("light_transition_range", self.light_transition_range, 0.5, 4.0)
         if not 0.0 <= self.om_fraction <= 1.0:
             raise ConfigError(f"om_fraction must be in [0, 1], got {self.om_fraction}")
         if not 0.0 <= self.df_fraction <= 1.0:
