@@ -62,6 +62,8 @@ Gaussian lies within 3.7) / error (unless --force)."""
 CENTRE_WARN_RH, CENTRE_ERROR_RH = 0.25, 1.0
 """Catalogue origin this far [R_h] from the stars' own centre: warning / error (the latter unless --force); for
 small catalogues the thresholds grow to 2 and 3 times the centroid's Poisson scatter, 1.5 R_h / sqrt(N★)."""
+FOOTPRINT_WARN = 2.0
+"""Members beyond this many times the widest training footprint (``data.selection_fov_rh``) [R_h] warn."""
 SCALAR_LABELS = {"log10_rh_kpc": "log10 R_h [kpc]", "log10_sigma_stars_kms": "log10 σ★ [km/s]",
                  "log10_vrms_gas_kms": "log10 v_rms,gas [km/s]", "log10_n_stars": "log10 N★"}
 
@@ -182,12 +184,12 @@ def _check(t: Target, blob: dict[str, Any], need_gas: bool) -> None:
                         + ("a catalogue this small constrains little" if n < lo_n else
                            "subsample the catalogue to the trained maximum (keep the best-measured stars)"))
     recentred = bool(dc.get("recentre", False))
+    # "members" indexes the stars the nominal inputs were made from: the likely members (p_member >= 0.5)
+    likely = t.cat.p_member >= 0.5
+    xm, ym = t.cat.x_kpc[likely][s["members"]], t.cat.y_kpc[likely][s["members"]]
     # A recentring observer step has already estimated the members' centre; otherwise estimate it here.
-    if recentred:
-        cx, cy = s["centre_x_kpc"], s["centre_y_kpc"]
-    else:  # "members" indexes the stars the nominal inputs were made from: the likely members (p_member >= 0.5)
-        likely = t.cat.p_member >= 0.5
-        cx, cy = estimate_centre(t.cat.x_kpc[likely][s["members"]], t.cat.y_kpc[likely][s["members"]])
+    cx, cy = (s["centre_x_kpc"], s["centre_y_kpc"]) if recentred else estimate_centre(xm, ym)
+    _check_footprint(t, np.hypot(xm - cx, ym - cy) / float(s["rh_kpc"]), dc)
     off = float(np.hypot(cx, cy)) / float(s["rh_kpc"])
     msg = (f"the catalogue origin (the given centre) is {off:.2f} R_h from the stars' own centre"
            + (" (the model recentres on the stars, as in training)" if recentred else ""))
@@ -201,6 +203,20 @@ def _check(t: Target, blob: dict[str, Any], need_gas: bool) -> None:
         t.warnings.append(msg)
     if need_gas and t.gas is None:
         t.errors.append("the model uses gas: give a gas catalogue (--gas) with this galaxy")
+
+
+def _check_footprint(t: Target, radius_rh: np.ndarray, dc: dict[str, Any]) -> None:
+    """Warn about members beyond twice the widest footprint of the training catalogues (data.selection_fov_rh, in
+    units of the population's R_h): no training catalogue had such stars, and their low dispersion lowers σ★, the
+    model's unit of mass (a 100 R_h footprint reads lower at 1.8 R_h than a 10 R_h one; README, "The pretrained
+    model")."""
+    widest = float(dc.get("selection_fov_rh", [0.0, np.inf])[1])
+    far = int(np.sum(radius_rh > FOOTPRINT_WARN * widest))
+    if far:
+        t.warnings.append(f"{far} member star{'s' if far > 1 else ''} lie beyond {FOOTPRINT_WARN * widest:g} R_h "
+                          f"(the outermost at {radius_rh.max():.0f} R_h), {FOOTPRINT_WARN:g}× the widest footprint of "
+                          f"the training catalogues ({widest:g} R_h). HINT: keep the stars within {widest:g} R_h of "
+                          "the centre")
 
 
 def _uncertain(cat: Catalogue) -> bool:

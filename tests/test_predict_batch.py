@@ -8,7 +8,7 @@ import pytest
 
 import galmass.pretrained as pretrained
 from galmass.catalogue import Catalogue
-from galmass.predict import (EXAMPLES, LISTED, PRINT_GALAXIES, REFUSED_LISTED, REFUSED_NAMED, Target, _unit_realisations, assess, assess_many,
+from galmass.predict import (EXAMPLES, FOOTPRINT_WARN, LISTED, PRINT_GALAXIES, REFUSED_LISTED, REFUSED_NAMED, Target, _unit_realisations, assess, assess_many,
                              main, observe_catalogue, realisations)
 
 pytestmark = pytest.mark.skipif(not pretrained.available(), reason="no pretrained model shipped in this checkout")
@@ -157,3 +157,17 @@ def test_a_refusal_of_many_galaxies_lists_the_first_and_counts_the_rest(tmp_path
     err = capsys.readouterr().err
     assert [ln.split(":")[0].strip() for ln in err.splitlines()[1:4]] == small[:3]
     assert "cannot be predicted" not in err and not out.exists()
+
+
+def test_members_far_beyond_the_training_footprint_warn(blob):
+    """Three members moved beyond twice the widest training footprint (in R_h, before clipping by position, which the
+    observer does not do): a warning naming how many and the outermost; the same catalogue without them: none."""
+    rng = np.random.default_rng(3)
+    cat = _catalogue(rng, "wide", 300)
+    assert not any("footprint" in w for w in assess(cat, None, blob, need_gas=False).warnings)
+    widest = blob["data_config"]["selection_fov_rh"][1]
+    rh = float(np.median(np.hypot(cat.x_kpc, cat.y_kpc)))
+    cat.x_kpc[:3] = rh * FOOTPRINT_WARN * widest * np.array([1.2, 1.5, 3.0])
+    cat.v_kms[:3] = np.median(cat.v_kms)  # kept by the velocity clip
+    warnings = [w for w in assess(cat, None, blob, need_gas=False).warnings if "footprint" in w]
+    assert len(warnings) == 1 and warnings[0].startswith(f"3 member stars lie beyond {FOOTPRINT_WARN * widest:g} R_h")
