@@ -8,8 +8,8 @@ import pytest
 
 import galmass.pretrained as pretrained
 from galmass.catalogue import Catalogue
-from galmass.predict import (EXAMPLES, FOOTPRINT_WARN, LISTED, PRINT_GALAXIES, REFUSED_LISTED, REFUSED_NAMED, Target, _unit_realisations, assess, assess_many,
-                             main, observe_catalogue, realisations)
+from galmass.predict import (EXAMPLES, FOOTPRINT_WARN, LISTED, PRINT_GALAXIES, REFUSED_LISTED, REFUSED_NAMED, Target,
+                             _unit_realisations, assess, assess_many, main, observe_catalogue, realisations)
 
 pytestmark = pytest.mark.skipif(not pretrained.available(), reason="no pretrained model shipped in this checkout")
 

@@ -208,9 +208,10 @@ class Galaxy:
 # parameter table of every dataset stays bit-identical (it can be recomputed from the seed, see _flag_equilibrium_df).
 # The Baes & van Hese fields are kept out for the same reason (bit-identical tables for suites without them); they
 # too are recomputed from the seed (_flag_bvh), as are the flattening (_flag_flattened) and tidal (_flag_tidal)
-# fields, and light_alpha (_light_transition). NOTE: a BvH or flattened galaxy's stored om / beta / r_a are then unused values.
-_NOT_STORED = ("light_alpha", "equilibrium_df", "bvh", "bvh_beta0", "bvh_beta_inf", "bvh_r_a", "bvh_delta", "flattened", "flat_q",
-               "flat_beta_z", "tidal", "tidal_rt")
+# fields, and light_alpha (_light_transition). NOTE: a BvH or flattened galaxy's stored om / beta / r_a are then
+# unused values.
+_NOT_STORED = ("light_alpha", "equilibrium_df", "bvh", "bvh_beta0", "bvh_beta_inf", "bvh_r_a", "bvh_delta", "flattened",
+               "flat_q", "flat_beta_z", "tidal", "tidal_rt")
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Galaxy) if f.name not in _NOT_STORED)
 """Names of the entries of :meth:`Galaxy.params_vector`."""
 
@@ -276,8 +277,8 @@ def draw_galaxy(suite: SuiteSpec, feedback: FeedbackSpec, seed: int | np.random.
         dc14=feedback.profile == "dc14", zhao=feedback.profile == "zhao", halo_alpha=halo_shape[0],
         halo_beta=halo_shape[1], halo_gamma=halo_shape[2], light_beta=light_beta, light_gamma=light_gamma,
     )
-    # The light profile's transition and the tidal taper first (they change which DFs exist); then BvH, then flattening, then the DF:
-    # each later option applies only to galaxies the earlier ones left alone.
+    # The light profile's transition and the tidal taper first (they change which DFs exist); then BvH, then
+    # flattening, then the DF: each later option applies only to galaxies the earlier ones left alone.
     galaxy = _flag_bvh(_flag_tidal(_light_transition(galaxy, suite, seed), suite, seed), suite, seed)
     return _flag_equilibrium_df(_flag_flattened(galaxy, suite, seed), suite, seed)
 
