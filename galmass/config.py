@@ -60,7 +60,8 @@ DATA_NON_CONTENT_KEYS: tuple[str, ...] = ("path", "workers")
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"vary_fractions": False}
 """Data keys added after datasets were made with them at this value (which reproduces those datasets exactly):
 left out of the identity while at it, so existing datasets and trained models keep their hash."""
-RECIPE_NEUTRAL_DEFAULTS: dict[str, Any] = {"df_isotropise": False, "light_transition_range": (2.0, 2.0)}
+RECIPE_NEUTRAL_DEFAULTS: dict[str, Any] = {"df_isotropise": False, "df_constant_beta": False,
+                                           "light_transition_range": (2.0, 2.0)}
 """Suite-recipe keys added after datasets were made without them, at the value that reproduces those datasets:
 left out of the recipe contents in the data identity while at it, so existing datasets keep their hash."""
 MODEL_NEUTRAL_DEFAULTS: dict[str, Any] = {"observer_inputs": False, "observer_hidden": 0.5, "scale_free": False}

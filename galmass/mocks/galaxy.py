@@ -113,7 +113,8 @@ class Galaxy:
     gradual one (Hernquist, Dehnen). Drawn only when ``SuiteSpec.light_transition_range`` asks for it."""
     equilibrium_df: bool = False
     """True: :func:`sample_stars` draws the stellar velocities from the equilibrium distribution function
-    (isotropic, or Osipkov–Merritt when ``om``) instead of Jeans Gaussians; set by ``SuiteSpec.df_fraction``."""
+    (Osipkov–Merritt when ``om``, else of constant beta, isotropic for 0) instead of Jeans Gaussians; set by
+    ``SuiteSpec.df_fraction``."""
     bvh: bool = False
     """True: Baes & van Hese (2007) anisotropy with the four ``bvh_*`` values below; it overrides ``om``, ``beta``
     and ``r_a`` (which keep their drawn values). Set by ``SuiteSpec.bvh_fraction``."""
@@ -413,7 +414,8 @@ def _flag_equilibrium_df(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random
     The deciding uniform comes from an independent child of the galaxy seed (built with a fixed spawn key, so the
     caller's SeedSequence is not advanced), never from draw_galaxy's main stream, which draws every variable in a
     fixed order: with df_fraction = 0 nothing is drawn and the galaxy is unchanged. Eligible are Osipkov–Merritt
-    and beta = 0 galaxies (with ``suite.df_isotropise`` also constant-beta ones, made isotropic) whose DF is
+    and beta = 0 galaxies (with ``suite.df_constant_beta`` also constant-beta ones, with ``suite.df_isotropise``
+    constant-beta ones made isotropic) whose DF is
     non-negative (:func:`_stellar_df` raises otherwise: a cored light profile in
     a central cusp - NFW, or the gas disc, whose spherical M(<r) ∝ r^2 acts as one - has f(E) < 0 for the most
     bound energies) and that are neither Baes & van Hese nor flattened; the others keep Jeans-Gaussian velocities.
@@ -424,7 +426,7 @@ def _flag_equilibrium_df(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random
     if not chosen or galaxy.bvh or galaxy.flattened:
         return galaxy
     candidate = galaxy
-    if not (galaxy.om or galaxy.beta == 0.0):
+    if not (galaxy.om or galaxy.beta == 0.0 or suite.df_constant_beta):
         if not suite.df_isotropise:
             return galaxy
         candidate = dataclasses.replace(galaxy, beta=0.0)  # SuiteSpec.df_isotropise: the isotropic DF instead
@@ -437,15 +439,18 @@ def _flag_equilibrium_df(galaxy: Galaxy, suite: SuiteSpec, seed: int | np.random
 
 @functools.lru_cache(maxsize=4)
 def _stellar_df(galaxy: Galaxy) -> EddingtonDF:
-    """Equilibrium DF of the galaxy's stars in its total mass: isotropic f(E), or Osipkov–Merritt f(Q) when ``om``.
+    """Equilibrium DF of the galaxy's stars in its total mass: Osipkov–Merritt f(Q) when ``om``, else f(E, L) =
+    L^(-2 beta) f_E(E) (isotropic f(E) for beta = 0).
 
-    Cached (0.1-0.25 s to build, ~4 MB). Raises ValueError for a constant beta != 0 (no DF here) or a DF that is
-    negative somewhere (:func:`galmass.physics.df.eddington_df`).
+    Cached (0.1-0.25 s to build, ~4 MB). Raises ValueError for Baes & van Hese anisotropy, a constant beta outside
+    (-1/2, 1/2), or a DF that is negative somewhere (:func:`galmass.physics.df.eddington_df`).
     """
-    if galaxy.bvh or not (galaxy.om or galaxy.beta == 0.0):
+    if galaxy.bvh or not (galaxy.om or -0.5 < galaxy.beta < 0.5):
         what = "Baes & van Hese anisotropy" if galaxy.bvh else f"constant beta = {galaxy.beta}"
-        raise ValueError(f"no equilibrium DF for {what}: isotropic or Osipkov–Merritt only")
-    return eddington_df(galaxy.mass, _spherical_density(galaxy), galaxy.a, r_a=galaxy.r_a if galaxy.om else None)
+        raise ValueError(f"no equilibrium DF for {what}: Osipkov–Merritt or constant -1/2 < beta < 1/2 only")
+    if galaxy.om:
+        return eddington_df(galaxy.mass, _spherical_density(galaxy), galaxy.a, r_a=galaxy.r_a)
+    return eddington_df(galaxy.mass, _spherical_density(galaxy), galaxy.a, beta=galaxy.beta)
 
 
 def sample_stars(

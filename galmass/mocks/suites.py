@@ -90,7 +90,8 @@ class SuiteSpec:
     """Fraction of galaxies whose stars get velocities from the equilibrium distribution function (isotropic
     Eddington or Osipkov–Merritt, :func:`galmass.physics.df.eddington_df`) instead of Gaussians with the Jeans
     dispersions, so that their line-of-sight velocity distributions have the equilibrium kurtosis (observed
-    2.8-3.3) instead of exactly 3. Only Osipkov–Merritt and beta = 0 galaxies with a non-negative DF qualify; the
+    2.8-3.3) instead of exactly 3. Only Osipkov–Merritt and beta = 0 galaxies (see df_constant_beta, df_isotropise
+    for the others) with a non-negative DF qualify; the
     choice comes from a child of the galaxy seed, so 0 (default) leaves every galaxy and star bit-identical."""
     df_isotropise: bool = False
     """True: a constant-beta galaxy drawn for equilibrium-DF velocities (``df_fraction``) is made isotropic
@@ -98,6 +99,12 @@ class SuiteSpec:
     exists here for constant beta != 0. beta is drawn from a continuous range, so without this the isotropic DF
     never occurs and only Osipkov–Merritt galaxies have equilibrium line-of-sight velocity distributions. False
     (default) leaves every galaxy and star bit-identical."""
+    df_constant_beta: bool = False
+    """True: a constant-beta galaxy drawn for equilibrium-DF velocities (``df_fraction``) keeps its beta and samples
+    the Cuddeford (1991) DF f(E, L) = L^(-2 beta) f_E(E) (:func:`galmass.physics.df.eddington_df`), where one exists:
+    -1/2 < beta < 1/2 and, for beta > 0, a light profile with a central slope of at least 2 beta (An & Evans 2006);
+    the others keep Jeans-Gaussian velocities. Takes precedence over ``df_isotropise``. False (default) leaves every
+    galaxy and star bit-identical."""
     bvh_fraction: float = 0.0
     """Fraction of galaxies with Baes & van Hese (2007, A&A 471, 419) anisotropy
     beta(r) = (beta_0 + beta_inf x^delta) / (1 + x^delta), x = r / r_a, which replaces their constant-beta or

@@ -38,6 +38,7 @@ uses it for the Plummer tracer. Checked against the 2nd- and 4th-order Jeans equ
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -318,6 +319,9 @@ class EddingtonDF:
     """Grid of x = w^2 / (2 Psi(r)) in [0, 1], w the stretched speed (see :meth:`velocities`)."""
     cdf: NDArray[np.float64]
     """[n_rows, n_x] cumulative distribution of x at each row radius (0 .. 1)."""
+    beta: float = 0.0
+    """Constant anisotropy beta of a Cuddeford (1991) DF f(E, L) = L^(-2 beta) f_E(E) (0: isotropic or
+    Osipkov–Merritt; then ``f`` is f(Q), else f_E)."""
 
     def psi_at(self, r: ArrayLike) -> NDArray[np.float64]:
         """Psi(r) [km^2/s^2] at radii r [kpc] (held at the grid ends)."""
@@ -345,12 +349,9 @@ class EddingtonDF:
         """
         n = len(r)
         u = rng.random(n)
-        lo, step = self.lnr_tab[0], self.lnr_tab[1] - self.lnr_tab[0]
-        xi = np.clip((np.log(r) - lo) / step, 0.0, len(self.lnr_tab) - 1.000001)
-        i0 = xi.astype(np.int64)
-        wi = xi - i0
-        x = (1.0 - wi) * self._quantile(i0, u) + wi * self._quantile(i0 + 1, u)
-        w = np.sqrt(2.0 * self.psi_at(r) * x)
+        if self.beta != 0.0:
+            return self._constant_beta_velocities(r, rhat, u, rng)
+        w = self._speeds(r, u)
         cos_t = 2.0 * rng.random(n) - 1.0
         phi = 2.0 * np.pi * rng.random(n)
         sin_t = np.sqrt(1.0 - cos_t**2)
@@ -358,6 +359,44 @@ class EddingtonDF:
         u_r = np.einsum("ij,ij->i", uvec, rhat)[:, None] * rhat
         stretch = 1.0 if self.r_a is None else np.sqrt(1.0 + (r / self.r_a) ** 2)[:, None]
         return u_r + (uvec - u_r) / stretch
+
+    def _speeds(self, r: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Speeds w [km/s] with CDF u at radii r: x = w^2/(2 Psi) from the two neighbouring rows' quantiles,
+        interpolated linearly in ln r."""
+        lo, step = self.lnr_tab[0], self.lnr_tab[1] - self.lnr_tab[0]
+        xi = np.clip((np.log(r) - lo) / step, 0.0, len(self.lnr_tab) - 1.000001)
+        i0 = xi.astype(np.int64)
+        wi = xi - i0
+        x = (1.0 - wi) * self._quantile(i0, u) + wi * self._quantile(i0 + 1, u)
+        return np.sqrt(2.0 * self.psi_at(r) * x)
+
+    def _constant_beta_velocities(self, r: NDArray[np.float64], rhat: NDArray[np.float64], u: NDArray[np.float64],
+                                  rng: np.random.Generator) -> NDArray[np.float64]:
+        """Velocities for f(E, L) = L^(-2 beta) f_E(E): at fixed r, with v_r = w cos(eta), v_t = w sin(eta), the
+        density w^(2 - 2 beta) f_E(Psi - w^2/2) sin^(1 - 2 beta)(eta) separates, so the speed comes from the table
+        (whose x-density is x^(1/2 - beta) f_E) and eta from its own CDF; the tangential direction is uniform.
+        Draws 3 n uniforms from ``rng`` (``u`` being the first n)."""
+        n = len(r)
+        w = self._speeds(r, u)
+        eta_grid, eta_cdf = _polar_angle_cdf(self.beta)
+        eta = np.interp(rng.random(n), eta_cdf, eta_grid)
+        psi_t = 2.0 * np.pi * rng.random(n)
+        ref = np.where(np.abs(rhat[:, 2:3]) < 0.9, np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]]))
+        e1 = np.cross(rhat, ref)
+        e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+        e2 = np.cross(rhat, e1)
+        tangential = np.cos(psi_t)[:, None] * e1 + np.sin(psi_t)[:, None] * e2
+        return (w * np.cos(eta))[:, None] * rhat + (w * np.sin(eta))[:, None] * tangential
+
+
+@functools.lru_cache(maxsize=64)
+def _polar_angle_cdf(beta: float, n: int = 4097) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(eta grid on [0, pi], CDF of the density sin^(1 - 2 beta)(eta)) for inverse-CDF sampling (trapezoid; the
+    density is sin to a positive power for beta < 1/2)."""
+    eta = np.linspace(0.0, np.pi, n)
+    dens = np.abs(np.sin(eta)) ** (1.0 - 2.0 * beta)  # beta < 1/2: a positive power, 0 at both ends
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(eta))])
+    return eta, cdf / cdf[-1]
 
 
 def _relative_potential(mass: Profile, lnr: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -393,11 +432,43 @@ def _eddington_integral(psi: NDArray[np.float64], h: NDArray[np.float64], j: NDA
     return out / (np.sqrt(8.0) * np.pi**2)
 
 
+def _cuddeford_integral(psi: NDArray[np.float64], h: NDArray[np.float64], j: NDArray[np.int64],
+                        beta: float) -> NDArray[np.float64]:
+    """f_E(E_j) at E_j = psi[j] of the constant-beta DF f(E, L) = L^(-2 beta) f_E(E) (Cuddeford 1991), -1/2 < beta <
+    1/2, with h = d^2 g / d Psi^2 on the grid and g = r^(2 beta) nu as a function of Psi.
+
+    nu r^(2 beta) = C int_0^Psi f_E(E) (Psi - E)^(1/2 - beta) dE, C = 2^(3/2 - beta) pi^(3/2) Gamma(1 - beta) /
+    Gamma(3/2 - beta); one derivative gives an Abel equation of index mu = 1/2 + beta, whose inversion is
+    f_E(E) = sin(pi mu) / (pi C (1/2 - beta)) int_0^E h(Psi) (E - Psi)^(mu - 1) dPsi (boundary terms vanish for a
+    tracer falling faster than r^-3). beta = 0 is Eddington's formula (:func:`_eddington_integral`, which the
+    isotropic DF keeps). Product integration as there: h linear in Psi on each segment, the power kernel exact.
+    """
+    from math import gamma
+
+    mu = 0.5 + beta
+    norm = np.sin(np.pi * mu) / (np.pi * 2.0 ** (1.5 - beta) * np.pi**1.5 * gamma(1.0 - beta) / gamma(1.5 - beta)
+                                 * (0.5 - beta))
+    out = np.empty(len(j))
+    dpsi = psi[:-1] - psi[1:]
+    for start in range(0, len(j), 128):
+        jj = j[start:start + 128]
+        q = psi[jj][:, None]
+        u1 = np.clip(q - psi[None, :-1], 0.0, None)  # at psi[k] (h[k])
+        u0 = np.clip(q - psi[None, 1:], 0.0, None)  # at psi[k + 1] (h[k + 1])
+        p0, p1 = u0**mu, u1**mu
+        slope = (h[1:] - h[:-1]) / dpsi
+        term = h[:-1] * (p0 - p1) / mu + slope * ((u0 * p0 - u1 * p1) / (mu + 1.0) - u1 * (p0 - p1) / mu)
+        active = np.arange(len(dpsi))[None, :] >= jj[:, None]
+        out[start:start + 128] = np.sum(np.where(active, term, 0.0), axis=1)
+    return norm * out
+
+
 def eddington_df(
-    mass: Profile, density: Profile, scale: float, *, r_a: float | None = None, n_r: int = 3000, stride: int = 3,
-    n_rows: int = 241, n_x: int = 2048,
+    mass: Profile, density: Profile, scale: float, *, r_a: float | None = None, beta: float = 0.0, n_r: int = 3000,
+    stride: int = 3, n_rows: int = 241, n_x: int = 2048,
 ) -> EddingtonDF:
-    """Invert Eddington's formula (isotropic) or Osipkov's and Merritt's (r_a given) for a tracer in M(<r).
+    """Invert Eddington's formula (isotropic), Osipkov's and Merritt's (r_a given) or Cuddeford's for a constant
+    anisotropy (beta given) for a tracer in M(<r).
 
     Parameters
     ----------
@@ -410,6 +481,10 @@ def eddington_df(
         Tracer scale radius [kpc]: the potential grid spans 1e-5 .. 1e5 scale, the sampling table 1e-3 .. 1e3.
     r_a : float or None
         Osipkov–Merritt radius [kpc]: nu is replaced by nu_Q = (1 + r^2/r_a^2) nu (Merritt 1985, AJ 90, 1027).
+    beta : float
+        Constant anisotropy, -1/2 < beta < 1/2 (0: isotropic): f(E, L) = L^(-2 beta) f_E(E) (Cuddeford 1991, MNRAS
+        253, 414); not with r_a. A tracer with a central slope below 2 beta has no such DF (An & Evans 2006): the
+        non-negativity check refuses it.
     n_r, stride : int
         Potential grid points; f is tabulated at every ``stride``-th one.
     n_rows, n_x : int
@@ -425,36 +500,42 @@ def eddington_df(
         raise ValueError(f"scale must be > 0 [kpc], got {scale}")
     if r_a is not None and not (np.isfinite(r_a) and r_a > 0):
         raise ValueError(f"r_a must be > 0 [kpc] or None, got {r_a}")
+    if not -0.5 < beta < 0.5 or (beta != 0.0 and r_a is not None):
+        raise ValueError(f"beta must lie in (-1/2, 1/2) and not come with r_a, got beta={beta}, r_a={r_a}")
     lnr = np.linspace(np.log(1e-5 * scale), np.log(1e5 * scale), n_r)
     r = np.exp(lnr)
     psi, gr = _relative_potential(mass, lnr)
     nu_q = np.asarray(density(r), dtype=np.float64) * (1.0 if r_a is None else 1.0 + (r / r_a) ** 2)
+    if beta != 0.0:
+        nu_q = nu_q * r ** (2.0 * beta)
     # d nu/d Psi = (d nu / d ln r) / (d Psi / d ln r); d ln nu / d ln r is smooth where nu spans many decades.
     dnu = nu_q * np.gradient(np.log(nu_q), lnr) / -gr
     h = np.gradient(dnu, lnr) / -gr
     # Q from Psi(3e-4 scale) outwards: nearer the centre Psi(0) - Psi ~ r^2 makes the numerical h noisy, and the
     # sampling table starts at 1e-3 scale (f beyond q[-1] is held; stars there are a fraction < 1e-7).
     j = np.arange(np.searchsorted(lnr, np.log(3e-4 * scale)), n_r - 2, stride)[::-1]
-    f = _eddington_integral(psi, h, j)
+    f = _eddington_integral(psi, h, j) if beta == 0.0 else _cuddeford_integral(psi, h, j, beta)
     q = psi[j]
     bound = q >= psi[np.searchsorted(lnr, np.log(100.0 * scale))]
     # Negative relative to the LOCAL size of f (11-point window), not its maximum: f spans tens of decades, and an
     # Osipkov–Merritt DF with small r_a dips below zero where f is ~1e-10 of its central value.
     local = np.max(np.lib.stride_tricks.sliding_window_view(np.pad(np.abs(f), 5, mode="edge"), 11), axis=1)
     if np.any(f[bound] < -1e-3 * local[bound]):
-        kind = "isotropic" if r_a is None else f"Osipkov–Merritt (r_a = {r_a:.3g} kpc)"
+        kind = ("isotropic" if beta == 0.0 else f"constant-beta ({beta:.3g})") if r_a is None else \
+            f"Osipkov–Merritt (r_a = {r_a:.3g} kpc)"
         raise ValueError(f"the {kind} DF is negative for this tracer and potential. HINT: use the Jeans path, or a "
                          "larger r_a")
     f = np.clip(f, 0.0, None)
-    lnr_tab, x, cdf = _velocity_table(lnr, psi, q, f, scale, n_rows, n_x)
+    lnr_tab, x, cdf = _velocity_table(lnr, psi, q, f, scale, n_rows, n_x, beta)
     return EddingtonDF(lnr=lnr, psi=psi, q=q, f=f, r_a=None if r_a is None else float(r_a), lnr_tab=lnr_tab, x=x,
-                       cdf=cdf)
+                       cdf=cdf, beta=float(beta))
 
 
 def _velocity_table(lnr: NDArray[np.float64], psi: NDArray[np.float64], q: NDArray[np.float64],
-                    f: NDArray[np.float64], scale: float, n_rows: int, n_x: int
+                    f: NDArray[np.float64], scale: float, n_rows: int, n_x: int, beta: float = 0.0
                     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """CDFs of x = w^2/(2 Psi) in [0, 1], density sqrt(x) f(Psi (1 - x)), on rows of ln r (uniform): (ln r, x, cdf).
+    """CDFs of x = w^2/(2 Psi) in [0, 1], density x^(1/2 - beta) f(Psi (1 - x)) (sqrt(x) f for the isotropic and
+    Osipkov–Merritt DFs), on rows of ln r (uniform): (ln r, x, cdf).
 
     The CDF is sampled by direct inversion: a uniform-probability quantile table interpolated linearly overshot
     the variance by 0.7 % at 0.1 scale (convex quantile tails) for a cuspy tracer in a core."""
@@ -465,7 +546,8 @@ def _velocity_table(lnr: NDArray[np.float64], psi: NDArray[np.float64], q: NDArr
     n_geo = n_x // 4
     x = np.concatenate([[0.0], np.geomspace(1e-12, 1e-2, n_geo, endpoint=False),
                         np.linspace(1e-2, 1.0, n_x - n_geo - 1)])
-    dens = np.sqrt(x)[None, :] * np.interp(psi_tab[:, None] * (1.0 - x[None, :]), q, f, left=0.0)
+    weight = np.sqrt(x) if beta == 0.0 else x ** (0.5 - beta)  # w^(2 - 2 beta) dw in x
+    dens = weight[None, :] * np.interp(psi_tab[:, None] * (1.0 - x[None, :]), q, f, left=0.0)
     cdf = np.concatenate([np.zeros((n_rows, 1)), np.cumsum(0.5 * (dens[:, 1:] + dens[:, :-1]) * np.diff(x), axis=1)],
                          axis=1)
     cdf /= cdf[:, -1:]
