@@ -55,6 +55,28 @@ def test_misspelled_key_names_file_and_suggestion(tmp_path):
         load_feedback(str(bad_fb))
 
 
+def test_a_recipe_extends_another_with_only_what_it_changes(tmp_path):
+    """``extends: compact`` plus two keys: compact with those two replaced (its own name and description); a key
+    misspelled in the variant names the variant's file; a loop of extends and a non-name are errors naming files."""
+    variant = tmp_path / "compact_variant.yaml"
+    variant.write_text("description: compact with DF velocities\nextends: compact\ndf_fraction: 1.0\n"
+                       "light_transition_range: [1.0, 2.0]\n")
+    expected = dataclasses.replace(load_suite("compact"), name="compact_variant", description="compact with DF "
+                                   "velocities", df_fraction=1.0, light_transition_range=(1.0, 2.0))
+    assert load_suite(variant) == expected
+    variant.write_text("extends: compact\ndf_fractoin: 1.0\n")
+    with pytest.raises(ConfigError, match=r"compact_variant\.yaml.*Did you mean 'df_fraction'"):
+        load_suite(variant)
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(f"extends: {b}\n")
+    b.write_text(f"extends: {a}\n")
+    with pytest.raises(ConfigError, match=r"b\.yaml: 'extends' loops back through .*b\.yaml -> .*a\.yaml"):
+        load_suite(b)
+    a.write_text("extends: [compact, median]\n")
+    with pytest.raises(ConfigError, match=r"a\.yaml: 'extends' must name one recipe"):
+        load_suite(a)
+
+
 def test_unknown_name_lists_available_and_bad_values(tmp_path):
     with pytest.raises(ConfigError, match=r"Did you mean 'compact'.*extended"):
         load_suite("compat")

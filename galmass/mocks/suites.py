@@ -271,9 +271,25 @@ def _resolve(name_or_path: str | Path, kind: Literal["suites", "feedback"]) -> P
     return candidate
 
 
+def _read_recipe(path: Path, kind: Literal["suites", "feedback"], seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe's keys, those of the recipe named by its ``extends`` key first (its own override them), so a
+    variant lists only what it changes; a cycle is an error naming the files."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back through {' -> '.join(str(p) for p in seen)}")
+    data = read_yaml(path, what="recipe keys")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'extends' must name one recipe (a bare name or a path), got {base!r}")
+    inherited = _read_recipe(_resolve(base, kind), kind, (*seen, path.resolve()))
+    inherited.pop("description", None)  # a variant describes itself
+    return {**inherited, **data}
+
+
 def _load(cls: type, name_or_path: str | Path, kind: Literal["suites", "feedback"]):
     path = _resolve(name_or_path, kind)
-    data = read_yaml(path, what="recipe keys")
+    data = _read_recipe(path, kind)
     spec = build_dataclass(cls, data, str(path))
     if not spec.name:
         spec = dataclasses.replace(spec, name=path.stem)
