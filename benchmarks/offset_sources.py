@@ -11,10 +11,13 @@ Usage:  python benchmarks/offset_sources.py [--run RUN] [--galaxies 180] [--samp
 2. Velocity distributions and light profiles: the same galaxies with Baes & van Hese anisotropy and flattening
    turned off, made isotropic or Osipkov–Merritt, with the light profile's transition α = 2 (as every training
    galaxy of the shipped recipes) or 1 (as every independent galaxy: Hernquist, Dehnen), observed as the
-   independent set is (clean, a fixed footprint and error; N★ = 1000), with the same stars and velocities either Jeans-Gaussian (as most training galaxies) or drawn from the
-   equilibrium distribution function (as every independent galaxy); kept only where the DF is non-negative.
+   independent set is (clean, a fixed footprint and error; N★ = 1000), with the same stars and velocities either
+   Jeans-Gaussian (as most training galaxies) or drawn from the equilibrium distribution function (as every
+   independent galaxy); kept only where the DF is non-negative.
 3. Binaries in the independent set: its catalogues (galpy DFs) at N★ = 100 and 1000 with unresolved binaries added
    to 0 / 25 / 50 % of the stars (``galmass.mocks.binaries``, as in training).
+4. Footprint: clean isotropic galaxies of section 2 (alpha = 2, Gaussian velocities) observed by the training
+   pipeline at N★ = 1000 with every star inside 4, 10, 20 or 100 R_h (training footprints: 4-10 R_h).
 A model with ``model.observer_inputs`` is told the fractions with --stated (the drawn or added ones), else not.
 Bias = mean of (posterior median − true log10 M) [dex] and 68 % coverage at 0.6 / 1 / 1.8 R_h, ± the standard
 error of a bootstrap over galaxies (a galaxy's lines of sight are not independent). Without --run: the shipped
@@ -175,6 +178,28 @@ def velocity_rows(model, blob, dc: DataConfig, args) -> list[str]:
     return rows
 
 
+def footprint_rows(model, blob, dc: DataConfig, args) -> list[str]:
+    """Section 4: clean isotropic galaxies (alpha = 2, Gaussian velocities) at N★ = 1000 with every star inside a
+    fixed footprint of F R_h, F from inside the training range (4-10) to far beyond it."""
+    rows = []
+    for footprint in (4.0, 10.0, 20.0, 100.0):
+        cfg = dataclasses.replace(dc, n_stars=[1000, 1000], projections=PROJECTIONS, binary_fraction=0.0,
+                                  contamination_fraction=0.0, vary_fractions=False,
+                                  selection_fov_rh=[footprint, footprint])
+        parts, truth, gal = [], [], []
+        for k, g, rng in _galaxies(dc, args.galaxies // 2, _df_ready(False, 2.0)):
+            pos, vel = mock_galaxy.sample_stars(g, cfg.star_pool, rng)
+            out = observe_particles(pos, vel, None, g.mass, cfg, rng, field_rh_kpc=g.a)
+            parts += [{key: out[key][p] for key in out} for p in range(PROJECTIONS)]
+            truth.append(out["labels"])
+            gal += [k] * PROJECTIONS
+        stated = [(0.0, 0.0)] * len(parts)
+        s = score(model, model_inputs(model, parts, stated if args.stated else None), np.concatenate(truth),
+                  np.array(gal), args.samples)
+        rows.append(f"| {footprint:g} | {cells(s, np.random.default_rng(0))} |")
+    return rows
+
+
 def binary_rows(model, blob, args) -> list[str]:
     vset, rows = get_set(), []
     for n_stars in (100, 1000):
@@ -227,7 +252,10 @@ def main() -> None:
              "| anisotropy, light α | velocities " + head, "|---|---|---|---|",
              *velocity_rows(model, blob, dc, a), "",
              f"## 3. Independent set ({get_set().name}) with unresolved binaries added", "",
-             "| N★ | binaries " + head, "|---|---|---|---|", *binary_rows(model, blob, a)]
+             "| N★ | binaries " + head, "|---|---|---|---|", *binary_rows(model, blob, a), "",
+             f"## 4. Footprint: clean isotropic galaxies at N★ = 1000, every star within F R_h (training: "
+             f"{dc.selection_fov_rh[0]:g}–{dc.selection_fov_rh[1]:g})", "", "| F " + head, "|---|---|---|",
+             *footprint_rows(model, blob, dc, a)]
     write_result(a.name, "\n".join(lines) + "\n")
 
 
