@@ -108,7 +108,29 @@ def _galaxies(dc: DataConfig, n: int, edit: Callable | None = None):
             yield used, g, np.random.default_rng(observe)
 
 
-def fractions_rows(model, blob, dc: DataConfig, args) -> list[str]:
+def observed_scores(model, dc: DataConfig, cfg: DataConfig, args, n_galaxies: int, edit: Callable | None = None,
+                    equilibrium_df: bool | None = None) -> Scored:
+    """The model on ``n_galaxies`` fresh galaxies observed by the training pipeline with ``cfg``, told the drawn
+    fractions with --stated. ``equilibrium_df`` (True / False) sets the velocity draw and takes the stars and the
+    observing from two fixed children of the galaxy's stream, so both draws see the same stars."""
+    parts, truth, gal, stated = [], [], [], []
+    for k, g, rng in _galaxies(dc, n_galaxies, edit):
+        star_rng = rng
+        if equilibrium_df is not None:
+            star_seed, observe_seed = rng.integers(0, 2**63, 2)
+            g = dataclasses.replace(g, equilibrium_df=equilibrium_df)
+            star_rng, rng = np.random.default_rng(star_seed), np.random.default_rng(observe_seed)
+        pos, vel = mock_galaxy.sample_stars(g, cfg.star_pool, star_rng)
+        out = observe_particles(pos, vel, None, g.mass, cfg, rng, field_rh_kpc=g.a)
+        parts += [{key: out[key][p] for key in out} for p in range(PROJECTIONS)]
+        truth.append(out["labels"])
+        gal += [k] * PROJECTIONS
+        stated += [tuple(float(x) for x in o) for o in out["observer"]]
+    return score(model, model_inputs(model, parts, stated if args.stated else None), np.concatenate(truth),
+                 np.array(gal), args.samples)
+
+
+def fractions_rows(model, dc: DataConfig, args) -> list[str]:
     rows = []
     variants = {"clean (no binaries, no foreground)": dict(binary_fraction=0.0, contamination_fraction=0.0,
                                                            vary_fractions=False),
@@ -118,16 +140,7 @@ def fractions_rows(model, blob, dc: DataConfig, args) -> list[str]:
     for n_stars in (100, 1000):
         for label, change in variants.items():
             cfg = dataclasses.replace(dc, n_stars=[n_stars, n_stars], projections=PROJECTIONS, **change)
-            parts, truth, gal, stated = [], [], [], []
-            for k, g, rng in _galaxies(dc, args.galaxies):
-                pos, vel = mock_galaxy.sample_stars(g, cfg.star_pool, rng)
-                out = observe_particles(pos, vel, None, g.mass, cfg, rng, field_rh_kpc=g.a)
-                parts += [{key: out[key][p] for key in out} for p in range(PROJECTIONS)]
-                truth.append(out["labels"])
-                gal += [k] * PROJECTIONS
-                stated += [tuple(float(x) for x in o) for o in out["observer"]]
-            s = score(model, model_inputs(model, parts, stated if args.stated else None), np.concatenate(truth),
-                      np.array(gal), args.samples)
+            s = observed_scores(model, dc, cfg, args, args.galaxies)
             rows.append(f"| {n_stars} | {label} | {cells(s, np.random.default_rng(0))} |")
     return rows
 
@@ -144,7 +157,7 @@ def _df_ready(om: bool, light_alpha: float) -> Callable:
     return edit
 
 
-def velocity_rows(model, blob, dc: DataConfig, args) -> list[str]:
+def velocity_rows(model, dc: DataConfig, args) -> list[str]:
     """Section 2: observed as the independent set is (clean, 8 R_h footprint, 2 km/s errors); each galaxy's star
     positions, lines of sight and selected stars are the same for both velocity draws."""
     vset = get_set().spec
@@ -157,19 +170,7 @@ def velocity_rows(model, blob, dc: DataConfig, args) -> list[str]:
         kind = f"{'Osipkov–Merritt' if om else 'isotropic'}, α = {light_alpha:g}"
         scored = {}
         for df in (False, True):
-            parts, truth, gal = [], [], []
-            for k, g, rng in _galaxies(dc, args.galaxies // 2, _df_ready(om, light_alpha)):
-                star_seed, observe_seed = rng.integers(0, 2**63, 2)
-                g = dataclasses.replace(g, equilibrium_df=df)
-                pos, vel = mock_galaxy.sample_stars(g, cfg.star_pool, np.random.default_rng(star_seed))
-                out = observe_particles(pos, vel, None, g.mass, cfg, np.random.default_rng(observe_seed),
-                                        field_rh_kpc=g.a)
-                parts += [{key: out[key][p] for key in out} for p in range(PROJECTIONS)]
-                truth.append(out["labels"])
-                gal += [k] * PROJECTIONS
-            stated = [(0.0, 0.0)] * len(parts)
-            scored[df] = score(model, model_inputs(model, parts, stated if args.stated else None),
-                               np.concatenate(truth), np.array(gal), args.samples)
+            scored[df] = observed_scores(model, dc, cfg, args, args.galaxies // 2, _df_ready(om, light_alpha), df)
             rows.append(f"| {kind} | {'equilibrium DF' if df else 'Jeans-Gaussian'} | "
                         f"{cells(scored[df], np.random.default_rng(0))} |")
         diff = Scored(scored[True].residual - scored[False].residual, scored[True].hit, scored[True].galaxy)
@@ -178,7 +179,7 @@ def velocity_rows(model, blob, dc: DataConfig, args) -> list[str]:
     return rows
 
 
-def footprint_rows(model, blob, dc: DataConfig, args) -> list[str]:
+def footprint_rows(model, dc: DataConfig, args) -> list[str]:
     """Section 4: clean isotropic galaxies (alpha = 2, Gaussian velocities) at N★ = 1000 with every star inside a
     fixed footprint of F R_h, F from inside the training range (4-10) to far beyond it."""
     rows = []
@@ -186,16 +187,7 @@ def footprint_rows(model, blob, dc: DataConfig, args) -> list[str]:
         cfg = dataclasses.replace(dc, n_stars=[1000, 1000], projections=PROJECTIONS, binary_fraction=0.0,
                                   contamination_fraction=0.0, vary_fractions=False,
                                   selection_fov_rh=[footprint, footprint])
-        parts, truth, gal = [], [], []
-        for k, g, rng in _galaxies(dc, args.galaxies // 2, _df_ready(False, 2.0)):
-            pos, vel = mock_galaxy.sample_stars(g, cfg.star_pool, rng)
-            out = observe_particles(pos, vel, None, g.mass, cfg, rng, field_rh_kpc=g.a)
-            parts += [{key: out[key][p] for key in out} for p in range(PROJECTIONS)]
-            truth.append(out["labels"])
-            gal += [k] * PROJECTIONS
-        stated = [(0.0, 0.0)] * len(parts)
-        s = score(model, model_inputs(model, parts, stated if args.stated else None), np.concatenate(truth),
-                  np.array(gal), args.samples)
+        s = observed_scores(model, dc, cfg, args, args.galaxies // 2, _df_ready(False, 2.0))
         rows.append(f"| {footprint:g} | {cells(s, np.random.default_rng(0))} |")
     return rows
 
@@ -246,16 +238,16 @@ def main() -> None:
              f"benchmarks/offset_sources.py{' --run ' + a.run if a.run else ''} --galaxies {a.galaxies}"
              f"{' --stated' if a.stated else ''}{'' if a.name == NAME else ' --name ' + a.name}`.", "",
              "## 1. In distribution, by observer fractions", "", "| N★ | catalogues " + head, "|---|---|---|---|",
-             *fractions_rows(model, blob, dc, a), "",
+             *fractions_rows(model, dc, a), "",
              f"## 2. Jeans-Gaussian vs equilibrium-DF velocities, same galaxies and stars (N★ = 1000, "
              f"{a.galaxies // 2} galaxies, observed as the independent set)", "",
              "| anisotropy, light α | velocities " + head, "|---|---|---|---|",
-             *velocity_rows(model, blob, dc, a), "",
+             *velocity_rows(model, dc, a), "",
              f"## 3. Independent set ({get_set().name}) with unresolved binaries added", "",
              "| N★ | binaries " + head, "|---|---|---|---|", *binary_rows(model, blob, a), "",
              f"## 4. Footprint: clean isotropic galaxies at N★ = 1000, every star within F R_h (training: "
              f"{dc.selection_fov_rh[0]:g}–{dc.selection_fov_rh[1]:g})", "", "| F " + head, "|---|---|---|",
-             *footprint_rows(model, blob, dc, a)]
+             *footprint_rows(model, dc, a)]
     write_result(a.name, "\n".join(lines) + "\n")
 
 

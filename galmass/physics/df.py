@@ -41,6 +41,7 @@ import contextlib
 import functools
 import warnings
 from dataclasses import dataclass
+from math import gamma
 from typing import Callable, Iterator
 
 import numpy as np
@@ -408,6 +409,25 @@ def _relative_potential(mass: Profile, lnr: NDArray[np.float64]) -> tuple[NDArra
     return np.concatenate([np.cumsum(seg[::-1])[::-1], [0.0]]) + gr[-1], gr
 
 
+def _product_integral(psi: NDArray[np.float64], j: NDArray[np.int64],
+                      segment: Callable[[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
+                                        NDArray[np.float64]]) -> NDArray[np.float64]:
+    """Sum over the grid segments with Psi <= Q_j = psi[j] of ``segment(u0, u1, dpsi)``, the exact integral of a
+    linear h times the Abel kernel over each segment, in u = Q - Psi (u1 at psi[k], u0 at psi[k + 1], both clipped
+    at 0; dpsi = psi[k] - psi[k + 1] > 0). Chunks of 128 Q keep the [n_Q, n_r] temporaries small."""
+    out = np.empty(len(j))
+    dpsi = psi[:-1] - psi[1:]
+    for start in range(0, len(j), 128):
+        jj = j[start:start + 128]
+        q = psi[jj][:, None]
+        u1 = np.clip(q - psi[None, :-1], 0.0, None)
+        u0 = np.clip(q - psi[None, 1:], 0.0, None)
+        term = segment(u0, u1, dpsi)
+        active = np.arange(len(dpsi))[None, :] >= jj[:, None]  # segments with Psi <= Q
+        out[start:start + 128] = np.sum(np.where(active, term, 0.0), axis=1)
+    return out
+
+
 def _eddington_integral(psi: NDArray[np.float64], h: NDArray[np.float64], j: NDArray[np.int64]) -> NDArray[np.float64]:
     """f(Q_j) = (1 / sqrt(8) pi^2) int_0^Q h(Psi) dPsi / sqrt(Q - Psi) at Q_j = psi[j] (Binney & Tremaine 2008, eq.
     4.46b with the boundary term d nu/d Psi |_0 = 0), h = d^2 nu_Q / d Psi^2 on the grid.
@@ -417,19 +437,12 @@ def _eddington_integral(psi: NDArray[np.float64], h: NDArray[np.float64], j: NDA
     D [2 h(u1) + (2/3) (h(u0) - h(u1)) (u0 + sqrt(u0 u1) - 2 u1) / (u0 - u1)] with D = sqrt(u0) - sqrt(u1),
     written without cancellation. The part of Psi below the grid (r > r_max) is neglected.
     """
-    out = np.empty(len(j))
-    dpsi = psi[:-1] - psi[1:]  # > 0, segment k spans Psi in [psi[k+1], psi[k]]
-    for start in range(0, len(j), 128):  # chunks keep the [n_Q, n_r] temporaries small
-        jj = j[start:start + 128]
-        q = psi[jj][:, None]
-        u1 = np.clip(q - psi[None, :-1], 0.0, None)
-        u0 = np.clip(q - psi[None, 1:], 0.0, None)
+    def segment(u0: NDArray[np.float64], u1: NDArray[np.float64], dpsi: NDArray[np.float64]) -> NDArray[np.float64]:
         s0, s1 = np.sqrt(u0), np.sqrt(u1)
         d = dpsi / np.where(s0 + s1 > 0, s0 + s1, 1.0)
-        term = d * (2.0 * h[:-1] + (2.0 / 3.0) * (h[1:] - h[:-1]) * (u0 + s0 * s1 - 2.0 * u1) / dpsi)
-        active = np.arange(len(dpsi))[None, :] >= jj[:, None]  # segments with Psi <= Q
-        out[start:start + 128] = np.sum(np.where(active, term, 0.0), axis=1)
-    return out / (np.sqrt(8.0) * np.pi**2)
+        return d * (2.0 * h[:-1] + (2.0 / 3.0) * (h[1:] - h[:-1]) * (u0 + s0 * s1 - 2.0 * u1) / dpsi)
+
+    return _product_integral(psi, j, segment) / (np.sqrt(8.0) * np.pi**2)
 
 
 def _cuddeford_integral(psi: NDArray[np.float64], h: NDArray[np.float64], j: NDArray[np.int64],
@@ -443,24 +456,16 @@ def _cuddeford_integral(psi: NDArray[np.float64], h: NDArray[np.float64], j: NDA
     tracer falling faster than r^-3). beta = 0 is Eddington's formula (:func:`_eddington_integral`, which the
     isotropic DF keeps). Product integration as there: h linear in Psi on each segment, the power kernel exact.
     """
-    from math import gamma
-
     mu = 0.5 + beta
     norm = np.sin(np.pi * mu) / (np.pi * 2.0 ** (1.5 - beta) * np.pi**1.5 * gamma(1.0 - beta) / gamma(1.5 - beta)
                                  * (0.5 - beta))
-    out = np.empty(len(j))
-    dpsi = psi[:-1] - psi[1:]
-    for start in range(0, len(j), 128):
-        jj = j[start:start + 128]
-        q = psi[jj][:, None]
-        u1 = np.clip(q - psi[None, :-1], 0.0, None)  # at psi[k] (h[k])
-        u0 = np.clip(q - psi[None, 1:], 0.0, None)  # at psi[k + 1] (h[k + 1])
+
+    def segment(u0: NDArray[np.float64], u1: NDArray[np.float64], dpsi: NDArray[np.float64]) -> NDArray[np.float64]:
         p0, p1 = u0**mu, u1**mu
         slope = (h[1:] - h[:-1]) / dpsi
-        term = h[:-1] * (p0 - p1) / mu + slope * ((u0 * p0 - u1 * p1) / (mu + 1.0) - u1 * (p0 - p1) / mu)
-        active = np.arange(len(dpsi))[None, :] >= jj[:, None]
-        out[start:start + 128] = np.sum(np.where(active, term, 0.0), axis=1)
-    return norm * out
+        return h[:-1] * (p0 - p1) / mu + slope * ((u0 * p0 - u1 * p1) / (mu + 1.0) - u1 * (p0 - p1) / mu)
+
+    return norm * _product_integral(psi, j, segment)
 
 
 def eddington_df(
