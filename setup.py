@@ -32,7 +32,7 @@ setup(
         "tensorboard>=2.15",
         "tqdm>=4.66",
         # Equilibrium distribution functions (the check of the Jeans velocities); manylinux wheels on PyPI.
-        "galpy>=1.10",
+        "galpy>=1.12",  # EinastoPotential (the sealed validation set)
     ],
     extras_require={
         "mpi": ["mpi4py>=4.0", "mpich>=4.2"],

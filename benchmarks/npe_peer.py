@@ -12,7 +12,8 @@ own dataset, train split). Both are scored on the run's held-out test split, per
 ((p84 − p16)/2) and 68 % coverage of log10 M, and TARP max |ECP − α| (joint); with ``--n-stars`` only test
 catalogues with N★ in that range are scored (e.g. 50,200 and 500,3000). Written to
 benchmarks/results/npe_peer.md (or ``--name``) with the machine. With ``--validation`` both are also graded on the
-independent validation set (``galmass.validation``: galpy DF galaxies outside the training recipes).
+independent validation sets (``galmass.validation``: galpy DF galaxies outside the training recipes; the
+default and the sealed set).
 
 The NPE is trained with sbi's defaults (batch 200, lr 5e-4, early stopping after 20 epochs without improvement
 on a 10 % validation split).
@@ -31,6 +32,7 @@ from galmass.datasets import ShardedDataset, scalar_index  # noqa: E402
 from galmass.metrics.calibration import coverage, tarp_ecp, tarp_fractions  # noqa: E402
 from galmass.models.io import load_trained, to_torch  # noqa: E402
 from galmass.models.network import LOG10_G  # noqa: E402
+from galmass.validation.generator import NAMED_SETS  # noqa: E402
 
 SCALARS = ("log10_rh_kpc", "log10_sigma_stars_kms", "log10_n_stars")
 
@@ -113,7 +115,8 @@ def main() -> None:
     parser.add_argument("--epochs-max", type=int, default=300)
     parser.add_argument("--n-stars", action="append", default=None, help="lo,hi N★ ranges to score separately")
     parser.add_argument("--name", default="npe_peer")
-    parser.add_argument("--validation", action="store_true", help="also grade both on the independent validation set")
+    parser.add_argument("--validation", action="store_true",
+                        help="also grade both on the independent validation sets (default and sealed)")
     args = parser.parse_args()
     model, cfg, blob = load_trained(args.run)
     path = blob.get("data_path") or cfg.data.path
@@ -140,19 +143,20 @@ def main() -> None:
                         scores(npe[:, sel], truth[sel], galaxy[sel], np.random.default_rng(args.seed)),
                         blob["radii_factors"])
     if args.validation:
-        lines += _validation_lines(posterior, model, cfg, args)
+        for set_name in NAMED_SETS:
+            lines += _validation_lines(posterior, model, cfg, args, set_name)
     write_result(args.name, "\n".join(lines) + "\n")
 
 
-def _validation_lines(posterior, model, cfg, args) -> list[str]:
-    """Both samplers on the independent validation set (galpy DFs), through galmass.validation."""
+def _validation_lines(posterior, model, cfg, args, set_name: str) -> list[str]:
+    """Both samplers on one independent validation set (galpy DFs), through galmass.validation."""
     from galmass.maps import observation_to_sample
     from galmass.observer import with_observer
     from galmass.validation import evaluate_sampler, get_set
 
     d = cfg.data
     geometry = dict(npix=d.npix, extent_rh=d.extent_rh, vmax_sigma=d.vmax_sigma)
-    vset = get_set()
+    vset = get_set(spec=NAMED_SETS[set_name])
 
     def npe_sampler(cats):
         # The catalogues are already the members about their centre: no second clipping or recentring.
@@ -176,8 +180,8 @@ def _validation_lines(posterior, model, cfg, args) -> list[str]:
     observer = {"membership_clip": d.membership_clip, "recentre": d.recentre}
     res = {name: evaluate_sampler(f, vset, seed=args.seed, observer=observer)
            for name, f in (("CNN", cnn_sampler), ("NPE", npe_sampler))}
-    lines = [f"## Independent validation set `{vset.name}` (galpy DFs; haloes and tracers outside the training "
-             "recipes)", ""]
+    lines = [f"## Independent validation set '{set_name}' `{vset.name}` (galpy DFs; haloes and tracers outside the "
+             "training recipes)", ""]
     for n in res["CNN"]["variants"]:
         c, p = res["CNN"]["variants"][n], res["NPE"]["variants"][n]
         lines += [f"### N★ = {n} ({c['n_catalogues']} catalogues)", "",
@@ -201,8 +205,9 @@ def _header(args, cfg, path, n_train: int, n_test: int, t_train: float) -> list[
             f"{cfg.data.feedbacks}, N★ {cfg.data.n_stars}, data seed {cfg.data.seed}). NPE (sbi MAF, 13 summaries) "
             f"trained on the same {n_train} training catalogues in {t_train:.0f} s; both scored on {n_test} held-out "
             f"test catalogues with {args.samples} posterior samples, seed {args.seed}.", "",
-            f"Reproduce: `python benchmarks/npe_peer.py --run {args.run}"
-            + "".join(f" --n-stars {r}" for r in (args.n_stars or [])) + "`.", ""]
+            f"Reproduce: `python benchmarks/npe_peer.py --run {args.run} --samples {args.samples}"
+            + "".join(f" --n-stars {r}" for r in (args.n_stars or [])) + (" --validation" if args.validation else "")
+            + f" --name {args.name}`.", ""]
 
 
 def _table(title: str, n: int, cnn: dict, npe: dict, factors: list[float]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The ``galmass`` command: mock | ingest | train | evaluate | validate | report | predict | ship | sweep | demo.
+"""The ``galmass`` command: mock | ingest | train | evaluate | validate | calibrate | report | predict | ship |
+ensemble | sweep | demo.
 
 Every subcommand that takes ``--config`` also takes ``--section.key=value`` overrides (strictly checked before any
 work starts). Heavy imports (torch, h5py) happen inside the subcommands so ``galmass --help`` is instant.
@@ -160,6 +161,13 @@ def _cmd_ship(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.calibrate import run as calibrate
+
+    _no_overrides("calibrate", overrides)
+    return calibrate(args)
+
+
 def _cmd_ensemble(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.models.combine import combine_runs
 
@@ -263,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="grade a trained run on the independent galpy validation set")
     p.add_argument("run", help="trained run directory (best.pt)")
     p.add_argument("--set", default=None, help="validation set .npz (default: cached, generated on first use)")
+    p.add_argument("--set-name", default=None,
+                   help="which set: 'default' (if not given), or 'sealed' (other haloes, light profiles and survey; "
+                        "README); with --set, the file must hold that set")
     p.add_argument("--n-stars", default=None, help="N★ variants, e.g. 100,1000 (default: all in the set)")
     p.add_argument("--samples", type=int, default=400, help="posterior draws per catalogue")
     p.add_argument("--seed", type=int, default=0)
@@ -284,6 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="finished run directory (best.pt, done.json, eval-test/ and validate-*/ if any)")
     p.add_argument("--name", default="stars", help="model name (galmass/pretrained/<name>.pt)")
     p.set_defaults(func=_cmd_ship)
+
+    p = sub.add_parser("calibrate", help="temper a trained stars model's posteriors as a function of N★, fitted on "
+                       "its validation split; writes a new run directory")
+    p.add_argument("run", help="finished run directory (best.pt)")
+    p.add_argument("--out", required=True, help="new directory for the calibrated best.pt and calibration.md")
+    p.add_argument("--draws", type=int, default=100, help="posterior draws per validation catalogue")
+    p.add_argument("--narrow", action="store_true", help="also narrow posteriors where the fit asks (default: widen "
+                   "only, never narrower than trained)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("ensemble", help="one mixture model (deep ensemble) from finished runs trained with different "
                        "seeds on the same dataset")
@@ -316,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe a user's input or environment (their messages name the file and the fix)."""
+    from galmass.calibrate import CalibrationError
     from galmass.catalogue import CatalogueError
     from galmass.datasets.reader import DatasetError
     from galmass.models.combine import EnsembleError
@@ -323,7 +345,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from hpc.checkpoint import CheckpointError
     from hpc.lock import LockedError
 
-    return (CatalogueError, DatasetError, EnsembleError, DiskFullError, CheckpointError, LockedError,
+    return (CalibrationError, CatalogueError, DatasetError, EnsembleError, DiskFullError, CheckpointError, LockedError,
             FileNotFoundError, FileExistsError)
 
 

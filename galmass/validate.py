@@ -30,7 +30,7 @@ import torch
 from galmass.datasets.integrity import sha256_file
 from galmass.models.io import ModelFileError, load_trained, to_torch
 from galmass.observer import training_range
-from galmass.validation.generator import SetSpec, ValidationSet, get_set
+from galmass.validation.generator import NAMED_SETS, SetSpec, ValidationSet, get_set
 from galmass.validation.report import (ObservedVariant, observe_set, render_markdown, score, set_summary,
                                       width_ratio)
 from hpc.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -132,6 +132,9 @@ def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_star
         raise ValueError(f"{run_dir} uses tracer mode '{cfg.model.tracer}'; the validation set has stars only. "
                          "HINT: validate a run trained with --model.tracer=stars")
     vset = get_set(set_path, spec, regenerate=regenerate, workers=workers, progress=progress)
+    if spec is not None and vset.spec != spec:
+        raise ValueError(f"{set_path} holds validation set {vset.name}, not the requested {spec.name}. HINT: drop "
+                         "--set to use the requested set's cache file, or drop --set-name to grade on this file")
     t_set = time.perf_counter() - t0
     variants = [int(n) for n in (n_stars or vset.spec.n_stars)]
     keys = tuple(getattr(model, "input_keys", model.map_keys + ("scalars",)))
@@ -181,9 +184,12 @@ def _parse_n_stars(text: str | None) -> list[int] | None:
 def run(args: argparse.Namespace) -> int:
     """``galmass validate`` (options in :mod:`galmass.cli`): grade ``args.run``, print the summary; 2 on a clear error."""
     try:
+        if args.set_name is not None and args.set_name not in NAMED_SETS:
+            raise ValueError(f"--set-name {args.set_name!r} is not a validation set. HINT: one of {list(NAMED_SETS)}")
         m = validate_run(args.run, args.set, _parse_n_stars(args.n_stars), n_samples=args.samples, seed=args.seed,
                          out_dir=args.out, regenerate=args.regenerate, workers=args.workers, progress=True,
-                         marginalise=args.marginalise)
+                         marginalise=args.marginalise,
+                         spec=NAMED_SETS[args.set_name] if args.set_name else None)
     except (ValueError, FileNotFoundError, ModelFileError) as err:
         print(f"galmass validate: error: {err}", file=sys.stderr)
         return 2

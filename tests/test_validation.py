@@ -16,8 +16,8 @@ from galmass.metrics.estimators import ESTIMATORS
 from galmass.physics.constants import RADII_FACTORS
 from galmass.physics.jeans import projected_dispersion, solve_jeans
 from galmass.validation import SetSpec, get_set, load_set
-from galmass.validation.generator import (TRACERS, compatible_tracers, default_set_path, draw_params, family,
-                                          galaxy_model, generate_galaxy, projected_half_ratio, sample_stars)
+from galmass.validation.generator import (NAMED_SETS, SEALED, compatible_tracers, default_set_path, draw_params,
+                                          family, galaxy_model, generate_galaxy, projected_half_ratio, sample_stars)
 from galmass.validation.report import (DEFAULT_GEOMETRY, by_family_at, evaluate_sampler, observe_set, score,
                                        width_ratio)
 
@@ -160,13 +160,13 @@ def _jeans_deviation(p, pos, vel, mass_scale: float = 1.0, r_a: float | None | s
     return dev, noise
 
 
-@pytest.mark.parametrize("index", [0, 16, 5])  # burkert+hernquist iso; cored+core5 OM; cusp+hernquist OM
-def test_stars_are_in_equilibrium(index):
+@pytest.mark.parametrize("spec, index", [(SetSpec(), 0), (SetSpec(), 16), (SetSpec(), 5), (SEALED, 0), (SEALED, 7)])
+def test_stars_are_in_equilibrium(spec, index):  # default: burkert+hernquist iso; cored+core5 OM; cusp+hernquist OM
+    # sealed: einasto+dehnen_half iso; shallow_cusp+twopower_cusp5 OM
     """σ_los(R) of 2e5 DF stars matches the spherical Jeans projection (Binney & Mamon 1982) of the same M(r),
     tracer ν(r) and β(r) to 2 % per bin. Why 2 %: 6 equal-number bins of ~3e4 stars measure σ to 0.5–1.1 %
     (the noise is computed from the stars' own v⁴, kurtosis included, and checked below), galpy's tabulated
     sampling adds ≲ 0.5 %; a mass 10 % off shifts σ by ~5 % and an ignored anisotropy by > 10 %."""
-    spec = SetSpec()
     p = draw_params(spec, index, np.random.default_rng(np.random.SeedSequence([1, index])))
     if p.anisotropy == "osipkov_merritt":
         p = dataclasses.replace(p, r_a_kpc=p.rh_kpc)  # strongest anisotropy of the set's range
@@ -189,7 +189,67 @@ def test_cored_tracers_have_no_equilibrium_in_the_cusp():
     with pytest.raises(ValueError, match="negative"):
         sample_stars(cored, 10, np.random.default_rng(0))
     assert "dehnen_core" not in compatible_tracers(spec, "cusp") and set(compatible_tracers(spec, "cored")) == set(
-        TRACERS)
+        spec.tracers)
+
+
+# -- the sealed set -----------------------------------------------------------------------------------------------
+
+def test_sealed_set_shares_no_family_seed_or_survey_with_the_default():
+    """The sealed set is graded, never used to choose, so nothing of it coincides with the default set; and the
+    default set keeps the name the committed results cite (a change to its spec would orphan them)."""
+    default = NAMED_SETS["default"]
+    assert default == SetSpec() and default.name == "galpy-v1-595fc47580400746"
+    assert NAMED_SETS["sealed"] is SEALED
+    assert set(SEALED.haloes).isdisjoint(default.haloes) and set(SEALED.tracers).isdisjoint(default.tracers)
+    assert SEALED.seed != default.seed and SEALED.footprint_rh != default.footprint_rh
+    assert SEALED.v_err_kms != default.v_err_kms
+
+
+def _sealed_log_mass(p, r: np.ndarray) -> np.ndarray:
+    """log10 M(<r) [Msun] of a sealed-set galaxy from its densities written out here: the halo by quadrature
+    (Einasto 1965 in the r₋₂ form; ρ ∝ x^-0.5 (1 + x)^-2.5), normalised to M200 at r200; the stars in closed form
+    (Dehnen 1993: (x / (1 + x))^(3 − γ); ρ ∝ x^-1 (1 + x)^-4: 1 − (3x + 1) / (1 + x)^3)."""
+    from scipy.integrate import quad
+
+    if p.halo == "einasto":
+        def rho(x):
+            return np.exp(-2 * p.halo_shape * (x ** (1 / p.halo_shape) - 1))
+    else:
+        def rho(x):
+            return x**-0.5 * (1 + x) ** -2.5
+
+    def shell(x_hi):
+        return quad(lambda x: x * x * rho(x), 0, x_hi, limit=200, epsabs=0, epsrel=1e-10)[0]
+
+    norm = shell(p.r200_kpc / p.halo_scale_kpc)
+    halo = 10**p.log_m200 * np.array([shell(x) for x in r / p.halo_scale_kpc]) / norm
+    x = r / p.tracer_a_kpc
+    frac = (x / (1 + x)) ** 2.5 if p.tracer == "dehnen_half" else 1 - (3 * x + 1) / (1 + x) ** 3
+    return np.log10(halo + 10**p.log_mstar * frac)
+
+
+def test_sealed_set_haloes_tracers_and_survey(tmp_path):
+    """4 sealed galaxies (both haloes × both tracers): truth equal to the quadrature above to 1e-6 dex, Einasto
+    indices n = 1/α_E in [4, 8.3], stars inside the 5 R_h footprint with 3 km/s errors."""
+    spec = dataclasses.replace(SEALED, n_galaxies=4, projections=1, n_stars=(100,))
+    vset = get_set(tmp_path / "sealed.npz", spec, workers=2)
+    g, a = vset.galaxy_table(), vset.arrays
+    assert sorted(zip(g["halo"], g["tracer"])) == sorted((h, t) for h in SEALED.haloes for t in SEALED.tracers)
+    n = g["halo_shape"][g["halo"] == "einasto"]
+    assert np.all((n >= 1 / 0.25) & (n <= 1 / 0.12)) and np.all(g["halo_shape"][g["halo"] != "einasto"] == 0)
+    for c in range(len(vset)):
+        p = vset.galaxies[int(a["cat_galaxy"][c])]
+        np.testing.assert_allclose(a["cat_log_m_true"][c], _sealed_log_mass(p, RADII_FACTORS * a["cat_rh_kpc"][c]),
+                                   atol=1e-6)
+        cat = vset.catalogue(c)
+        assert np.all(cat.v_err_kms == np.float32(3.0))
+        assert np.max(np.hypot(cat.x_kpc, cat.y_kpc)) < (SEALED.footprint_rh + 1) * p.rh_kpc
+
+
+def test_validate_refuses_an_unknown_set_name():
+    r = run_cmd([sys.executable, "-m", "galmass", "validate", "no-such-run", "--set-name", "blind"], check=False)
+    assert r.returncode == 2 and "--set-name 'blind'" in r.stderr and "'sealed'" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 # -- scoring ------------------------------------------------------------------------------------------------------
@@ -296,3 +356,8 @@ def test_validate_command_on_a_tiny_run(tiny_dataset, small_set, tmp_path):
     bad = run_cmd([sys.executable, "-m", "galmass", "validate", str(tmp_path / "nope"), "--set",
                    str(small_set.path)], check=False)
     assert bad.returncode == 2 and "HINT" in bad.stderr
+    # a file that is not the named set is refused before anything is written
+    wrong = run_cmd([sys.executable, "-m", "galmass", "validate", str(run), "--set", str(small_set.path),
+                     "--set-name", "sealed", "--out", str(tmp_path / "val2")], check=False)
+    assert wrong.returncode == 2 and f"holds validation set {small_set.name}" in wrong.stderr
+    assert SEALED.name in wrong.stderr and not (tmp_path / "val2").exists()

@@ -68,6 +68,9 @@ def load_trained(run_dir: str | Path, which: str = "best", map_location: str = "
         model = MassPosterior(cfg.model, int(blob["npix"]), blob["normalisation"],
                               n_labels=len(blob["radii_factors"]))
         model.load_state_dict(blob["model"])
+        if blob.get("calibration"):  # `galmass calibrate`: a tempering of the same weights
+            model.temperature = tuple(float(v) for v in blob["calibration"]["temperature"])
+            model.temper_min = float(blob["calibration"].get("min_scale", 0.0))
     except ConfigError:
         raise
     except Exception as err:  # truncated file, foreign pickle, weights of another architecture

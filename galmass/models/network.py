@@ -28,7 +28,7 @@ from galmass.datasets.schema import scalar_index, tracer_keys
 from galmass.models.alignment import mmd2
 from galmass.models.balance import balance_violation, partners
 from galmass.models.encoder import MapEncoder
-from galmass.models.sampling import sample_flow
+from galmass.models.sampling import sample_flow, tempered_log_prob
 from galmass.physics.constants import G
 
 __all__ = ["MassPosterior", "LOG10_G", "input_keys"]
@@ -106,6 +106,12 @@ class MassPosterior(nn.Module):
         self.members = nn.ModuleList(
             [_Member(cfg, npix, self.map_keys, n_inputs, n_labels) for _ in range(cfg.ensemble)])
         self.npix = npix
+        self.temperature: tuple[float, ...] | None = None
+        """Post-hoc calibration (c0, c1, …) from ``galmass calibrate`` (kept in the model file, not in the
+        weights): sampling and :meth:`log_prob` temper every flow's base noise by s = max(10^(Σ c_k x^k),
+        ``temper_min``), x = log10 N★ − 2. None: as trained (training always is)."""
+        self.temper_min = 0.0
+        """Least scale: 1 for a widen-only calibration (never narrower than trained), 0 for none."""
 
     def _register_normalisation(self, cfg: ModelConfig, norm: dict[str, Any], n_labels: int) -> None:
         sc = norm["scalars"]
@@ -205,11 +211,22 @@ class MassPosterior(nn.Module):
                                         for m, c in zip(self.members, contexts)]).mean()
         return (nll, terms) if terms else nll
 
+    def temper_scale(self, scalars: torch.Tensor) -> torch.Tensor | None:
+        """Per-catalogue base-noise scale s [B] of the calibration (None when the model has none)."""
+        if self.temperature is None:
+            return None
+        x = scalars[:, scalar_index("log10_n_stars")].float() - 2.0
+        log_s = torch.zeros_like(x)
+        for c in reversed(self.temperature):  # Horner
+            log_s = log_s * x + c
+        return torch.pow(10.0, log_s).clamp_min(self.temper_min)
+
     def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log density of the labels under the mixture posterior, in the flow variables [B]."""
+        """log density of the labels under the (calibrated, if so) mixture posterior, in the flow variables [B]."""
         maps, inputs = self._inputs(batch)
         y = self.to_y(batch["labels"], batch["scalars"])
-        lp = torch.stack([m.flow(m.context(maps, inputs)).log_prob(y) for m in self.members])
+        s = self.temper_scale(batch["scalars"])
+        lp = torch.stack([tempered_log_prob(m.flow(m.context(maps, inputs)), y, s) for m in self.members])
         return torch.logsumexp(lp, 0) - math.log(len(self.members))
 
     @torch.no_grad()
@@ -220,8 +237,8 @@ class MassPosterior(nn.Module):
         are kept in random order, so an ensemble costs what one network does (not K × n draws of which n are kept).
         """
         maps, inputs = self._inputs(batch)
-        k = len(self.members)
-        draws = torch.cat([sample_flow(m.flow, m.context(maps, inputs), -(-n // k)) for m in self.members])
+        k, s = len(self.members), self.temper_scale(batch["scalars"])
+        draws = torch.cat([sample_flow(m.flow, m.context(maps, inputs), -(-n // k), s) for m in self.members])
         if k > 1:
             draws = draws[torch.randperm(len(draws), device=draws.device)[:n]]
         return self.from_y(draws, batch["scalars"])

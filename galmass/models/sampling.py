@@ -26,7 +26,7 @@ from zuko.nn import MaskedLinear
 from zuko.transforms import MonotonicAffineTransform
 from zuko.utils import unpack
 
-__all__ = ["sample_flow"]
+__all__ = ["sample_flow", "tempered_log_prob"]
 
 
 def _supported(flow: nn.Module) -> bool:
@@ -111,12 +111,20 @@ _INV_LOG_SLOPE = 1.0 / math.log(1e-3)
 
 
 @torch.no_grad()
-def sample_flow(flow: nn.Module, c: torch.Tensor, n: int) -> torch.Tensor:
-    """n draws [n, B, F] of the conditional flow at contexts ``c`` [B, C] (zuko's own sampler if unsupported)."""
+def sample_flow(flow: nn.Module, c: torch.Tensor, n: int, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """n draws [n, B, F] of the conditional flow at contexts ``c`` [B, C] (zuko's own sampler if unsupported).
+
+    ``scale`` [B] tempers the flow: its standard-normal base noise is multiplied by scale per context (> 1 widens
+    the posterior, < 1 narrows it; :mod:`galmass.calibrate`). None (or all ones) draws the flow as trained.
+    """
     dist = flow(c)
-    if not _supported(flow):
+    if scale is None and not _supported(flow):
         return dist.sample((n,))
     z = dist.base.rsample((n,))  # as zuko draws them (its sample() is rsample()): a seed gives the same noise
+    if scale is not None:
+        z = z * scale.to(z.dtype)[:, None]
+    if not _supported(flow):
+        return dist.transform.inv(z)
     steps = [_Inverse(t, c) for t in reversed(flow.transform.transforms)]
     chunks = []
     for x in z.split(max(1, CHUNK_ROWS // max(1, c.shape[0]))):
@@ -124,3 +132,15 @@ def sample_flow(flow: nn.Module, c: torch.Tensor, n: int) -> torch.Tensor:
             x = step(x)
         chunks.append(x)
     return torch.cat(chunks)
+
+
+def tempered_log_prob(dist: torch.distributions.Distribution, y: torch.Tensor,
+                      scale: torch.Tensor | None = None) -> torch.Tensor:
+    """log density [B] of ``y`` [B, F] under a zuko flow distribution whose N(0, I) base is tempered to
+    N(0, scale² I) (``scale`` [B]; None: the flow's own ``log_prob``). Same change of variables as zuko's
+    ``NormalizingFlow.log_prob``: log N(T(y); 0, s² I) + log |det J_T(y)|."""
+    if scale is None:
+        return dist.log_prob(y)
+    z, ladj = dist.transform.call_and_ladj(y)
+    s = scale.to(z.dtype)
+    return dist.base.log_prob(z / s[:, None]) - z.shape[-1] * torch.log(s) + ladj

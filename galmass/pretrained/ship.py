@@ -2,8 +2,9 @@
 
 The card records what a user needs to trust (or distrust) the model: the resolved config, the training dataset
 (its data hash, suites, feedback models, counts), the training time and epochs, the held-out metrics of
-``RUN/eval-test/metrics.json`` and, when present, the independent validation of ``RUN/validate-*/metrics.json``,
-the galmass version and the sha256 of the shipped weights (checked at every load).
+``RUN/eval-test/metrics.json`` and, when present, the independent validations of ``RUN/validate-*/metrics.json``
+and the post-hoc calibration (``galmass calibrate``), the galmass version and the sha256 of the shipped weights
+(checked at every load).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def build_card(run_dir: Path, weights: Path, name: str) -> dict[str, Any]:
         "dataset": {"data_hash": blob.get("data_hash"), "suites": manifest.get("suites"),
                     "feedbacks": manifest.get("feedbacks"), "counts": manifest.get("counts"),
                     "config": blob.get("data_config")},
+        "calibration": blob.get("calibration"),  # `galmass calibrate`'s tempering, None for a model as trained
         "eval_test": _test_summary(_read_json(run_dir / "eval-test" / "metrics.json")),
         "validation": {k: json.loads(p.read_text()) for k, p in validations.items()},
     }

@@ -49,6 +49,20 @@ the observed dwarf size–mass relation log10(R_h / kpc) = −0.6 + 0.3 (log10 M
 by eye to the Local Group dwarfs of McConnachie 2012, AJ 144, 4); the tracer scale is a = R_h / (R_h/a of its
 profile). Accepted ranges: R_h ∈ [0.03, 2] kpc, σ_W ∈ [3, 40] km/s.
 
+The sealed set (:data:`SEALED`, ``galmass validate RUN --set-name sealed``)
+------------------------------------------------------------------------
+The default set above has been used to choose between trained models, so it is no longer blind. The sealed set
+is the same generator with nothing in common with it but the galaxy–halo relations and the anisotropy families:
+
+* haloes ``einasto`` (Einasto 1965, ρ ∝ exp(−2n[(r/r₋₂)^(1/n) − 1]), galpy ``EinastoPotential``, α_E = 1/n uniform
+  in [0.12, 0.25], the range of simulated haloes, Gao et al. 2008, MNRAS 387, 536; r₋₂ from the concentration) and
+  ``shallow_cusp`` (two-power ρ ∝ (r/a)^−0.5 (1 + r/a)^−2.5, a = 10^U(−0.2, 0.2) r₋₂ / 1.5);
+* tracers ``dehnen_half`` (ρ ∝ (r/a)^−0.5 (1 + r/a)^−3.5, Dehnen 1993 with γ = 1/2) and ``twopower_cusp5``
+  (ρ ∝ (r/a)^−1 (1 + r/a)^−4: a Hernquist cusp with Plummer-like outskirts);
+* seed 1, a 5 R_h footprint and 3 km/s errors.
+
+It is for grading a model once it has been chosen; choosing on it would unseal it (README).
+
 Catalogues
 ----------
 Each galaxy is observed along ``projections`` random lines of sight (isotropic directions, random roll). For
@@ -106,9 +120,9 @@ from galmass.physics.constants import G, H_LITTLE, RADII_FACTORS, RHO_CRIT
 from galmass.physics.df import numpy_global_seed
 
 __all__ = ["SetSpec", "GalaxyParams", "Catalogue", "ValidationSet", "GENERATOR_VERSION", "TRUTH_R_KPC", "HALOES",
-           "TRACERS", "ANISOTROPIES", "HALO_INNER_SLOPE", "family", "compatible_tracers", "draw_params",
-           "galaxy_model", "sample_stars", "generate_galaxy", "generate_set", "save_set", "load_set", "get_set",
-           "default_set_path", "cache_dir", "projected_half_ratio", "projected_fraction"]
+           "TRACERS", "ANISOTROPIES", "HALO_INNER_SLOPE", "SEALED", "NAMED_SETS", "family", "compatible_tracers",
+           "draw_params", "galaxy_model", "sample_stars", "generate_galaxy", "generate_set", "save_set", "load_set",
+           "get_set", "default_set_path", "cache_dir", "projected_half_ratio", "projected_fraction"]
 
 GENERATOR_VERSION = 1
 """Bumped whenever the generator's output for a given spec changes (it is part of the cache key)."""
@@ -118,10 +132,12 @@ TRUTH_R_KPC: NDArray[np.float64] = np.geomspace(1e-3, 1e2, 1001)
 < 1e-4 dex for these smooth profiles)."""
 TRUTH_R_KPC.flags.writeable = False
 
-HALOES = ("burkert", "cored", "cusp")
-HALO_INNER_SLOPE: dict[str, float] = {"burkert": 0.0, "cored": 0.0, "cusp": 1.5}
+HALOES = ("burkert", "cored", "cusp", "einasto", "shallow_cusp")
+"""Every halo family; the default set uses the first three, the sealed set (:data:`SEALED`) the last two."""
+HALO_INNER_SLOPE: dict[str, float] = {"burkert": 0.0, "cored": 0.0, "cusp": 1.5, "einasto": 0.0, "shallow_cusp": 0.5}
 TRACERS: dict[str, tuple[float, float]] = {"hernquist": (1.0, 4.0), "dehnen_core": (0.0, 4.0),
-                                           "twopower_core5": (0.0, 5.0)}
+                                           "twopower_core5": (0.0, 5.0), "dehnen_half": (0.5, 4.0),
+                                           "twopower_cusp5": (1.0, 5.0)}
 """Tracer families: (inner slope α, outer slope β) of ρ ∝ (r/a)^−α (1 + r/a)^(α−β)."""
 ANISOTROPIES = ("isotropic", "osipkov_merritt")
 
@@ -144,8 +160,8 @@ class SetSpec:
     rh_kpc: tuple[float, float] = (0.03, 2.0)
     sigma_kms: tuple[float, float] = (3.0, 40.0)
     ra_over_rh: tuple[float, float] = (1.0, 10.0)
-    haloes: tuple[str, ...] = HALOES
-    tracers: tuple[str, ...] = tuple(TRACERS)
+    haloes: tuple[str, ...] = HALOES[:3]
+    tracers: tuple[str, ...] = tuple(TRACERS)[:3]
     anisotropies: tuple[str, ...] = ANISOTROPIES
     version: int = field(default=GENERATOR_VERSION)
 
@@ -195,7 +211,7 @@ class GalaxyParams:
     c200: float
     r200_kpc: float
     halo_scale_kpc: float
-    """Burkert r_B, or the two-power halo's scale a."""
+    """Burkert r_B, the two-power halo's scale a, or the Einasto halo's r₋₂."""
     log_mstar: float
     tracer_a_kpc: float
     rh_kpc: float
@@ -203,6 +219,8 @@ class GalaxyParams:
     r_a_kpc: float
     """Osipkov–Merritt anisotropy radius; inf when isotropic."""
     sigma_wolf_kms: float
+    halo_shape: float = 0.0
+    """Einasto index n (ρ ∝ exp(−2n[(r/r₋₂)^(1/n) − 1])); 0 for the other haloes (and in sets saved before it)."""
 
 
 class Catalogue(NamedTuple):
@@ -286,6 +304,14 @@ def family(spec: SetSpec, index: int) -> tuple[str, str, str]:
     return halo, tracers[j % len(tracers)], spec.anisotropies[(j // len(tracers)) % len(spec.anisotropies)]
 
 
+SEALED = SetSpec(haloes=("einasto", "shallow_cusp"), tracers=("dehnen_half", "twopower_cusp5"), seed=1,
+                 footprint_rh=5.0, v_err_kms=3.0)
+"""The sealed set: haloes, light profiles, seed, footprint and errors that neither the training suites nor the
+default set share, so that no model choice has ever been made on it (README, "The independent validation sets")."""
+NAMED_SETS: dict[str, SetSpec] = {"default": SetSpec(), "sealed": SEALED}
+"""Sets by name (``galmass validate RUN --set-name NAME``)."""
+
+
 def _draw_once(spec: SetSpec, index: int, rng: np.random.Generator) -> GalaxyParams:
     """One draw of galaxy ``index``'s continuous parameters (always the same random draws, in the same order)."""
     halo, tracer, aniso = family(spec, index)
@@ -294,16 +320,20 @@ def _draw_once(spec: SetSpec, index: int, rng: np.random.Generator) -> GalaxyPar
     c200 = _concentration(log_m200, rng)
     r200 = float((3.0 * 10.0**log_m200 / (4.0 * np.pi * 200.0 * RHO_CRIT)) ** (1.0 / 3.0))
     r_m2 = r200 / c200
-    # Core radii: a fraction 10^U(-1, 0) (Burkert) or 10^U(-1, -0.3) (cored) of r_-2 / 1.52 resp. r_-2.
+    # Core radii: a fraction 10^U(-1, 0) (Burkert) or 10^U(-1, -0.3) (cored) of r_-2 / 1.52 resp. r_-2. The
+    # sealed set's haloes take their shape from the same uniform u[1], so the default set's draws are unchanged.
     scale = {"burkert": r_m2 / 1.52 * 10.0 ** (u[1] - 1.0), "cored": r_m2 * 10.0 ** (-1.0 + 0.7 * u[1]),
-             "cusp": 2.0 * r_m2}[halo]
+             "cusp": 2.0 * r_m2, "einasto": r_m2, "shallow_cusp": r_m2 / 1.5 * 10.0 ** (0.4 * u[1] - 0.2)}[halo]
+    # Einasto: α_E = 1/n uniform in [0.12, 0.25], the range of simulated dwarf-to-cluster haloes (Gao et al. 2008).
+    shape = 1.0 / (0.12 + 0.13 * u[1]) if halo == "einasto" else 0.0
     log_mstar = 7.0 + 1.9 * (log_m200 - 10.0) + 0.3 * rng.standard_normal()
     rh = float(10.0 ** (-0.6 + 0.3 * (log_mstar - 6.0) + 0.2 * rng.standard_normal()))
     lo, hi = np.log10(spec.ra_over_rh)
     r_a = float(rh * 10.0 ** (lo + (hi - lo) * u[2])) if aniso == "osipkov_merritt" else float("inf")
     params = GalaxyParams(halo=halo, tracer=tracer, anisotropy=aniso, log_m200=float(log_m200), c200=c200,
                           r200_kpc=r200, halo_scale_kpc=float(scale), log_mstar=float(log_mstar),
-                          tracer_a_kpc=rh / projected_half_ratio(tracer), rh_kpc=rh, r_a_kpc=r_a, sigma_wolf_kms=0.0)
+                          tracer_a_kpc=rh / projected_half_ratio(tracer), rh_kpc=rh, r_a_kpc=r_a, sigma_wolf_kms=0.0,
+                          halo_shape=shape)
     mass = galaxy_model(params).mass_kpc
     sigma_w = float(np.sqrt(G * mass(np.array([4.0 / 3.0 * rh]))[0] / (4.0 * rh)))
     return dataclasses.replace(params, sigma_wolf_kms=sigma_w)
@@ -351,12 +381,14 @@ class GalaxyModel:
 
 
 def _halo(params: GalaxyParams, amp: float, L: float):
-    from galpy.potential import BurkertPotential, TwoPowerSphericalPotential
+    from galpy.potential import BurkertPotential, EinastoPotential, TwoPowerSphericalPotential
 
     s = params.halo_scale_kpc / L
     if params.halo == "burkert":
         return BurkertPotential(amp=amp, a=s)
-    alpha = {"cored": 0.0, "cusp": 1.5}[params.halo]
+    if params.halo == "einasto":
+        return EinastoPotential(amp=amp, n=params.halo_shape, rm2=s)
+    alpha = {"cored": 0.0, "cusp": 1.5, "shallow_cusp": 0.5}[params.halo]
     return TwoPowerSphericalPotential(amp=amp, a=s, alpha=alpha, beta=3.0)
 
 
@@ -645,6 +677,7 @@ def load_set(path: str | Path) -> ValidationSet:
                          "HINT: regenerate it (galmass validate RUN --regenerate)")
     cols = {k[4:]: data.pop(k) for k in list(data) if k.startswith("gal_")}
     cols.update(halo=meta["halo"], tracer=meta["tracer"], anisotropy=meta["anisotropy"])
+    cols.setdefault("halo_shape", np.zeros(spec.n_galaxies))  # a set saved before the field existed
     galaxies = [GalaxyParams(**{f: (str(cols[f][i]) if f in ("halo", "tracer", "anisotropy") else float(cols[f][i]))
                                 for f in _PARAM_FIELDS}) for i in range(spec.n_galaxies)]
     missing = [k for k in _CAT_KEYS if k not in data]
