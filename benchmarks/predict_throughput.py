@@ -67,7 +67,7 @@ def _time_batch(table, out, samples: int, model: list[str], zuko_sampler: bool =
                               *model])
     fast, default_batch = network.sample_flow, predict.BATCH
     if zuko_sampler:
-        network.sample_flow = lambda flow, c, n: flow(c).sample((n,))
+        network.sample_flow = _zuko_sampler
     predict.BATCH = batch or default_batch
     try:
         t0 = time.perf_counter()
@@ -75,6 +75,14 @@ def _time_batch(table, out, samples: int, model: list[str], zuko_sampler: bool =
         return time.perf_counter() - t0
     finally:
         network.sample_flow, predict.BATCH = fast, default_batch
+
+
+def _zuko_sampler(flow, c, n, scale=None):
+    """zuko's own sampler (the path before galmass.models.sampling), tempered like sample_flow when asked."""
+    dist = flow(c)
+    if scale is None:
+        return dist.sample((n,))
+    return dist.transform.inv(dist.base.rsample((n,)) * scale[:, None])
 
 
 def _startup_seconds(model: list[str]) -> float:

@@ -92,6 +92,12 @@ def load_model(run: str | None, name: str | None) -> tuple[Any, Any, dict[str, A
     return model, cfg, blob, f"shipped model '{name or DEFAULT}'"
 
 
+def _calibration(blob: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's N★ tempering (``galmass calibrate``) as the posterior files record it; None if as trained."""
+    cal = blob.get("calibration")
+    return None if not cal else {"log10_scale_coefficients": cal["temperature"], "min_scale": cal["min_scale"]}
+
+
 def observe_catalogue(cat: Catalogue, gas: Catalogue | None, dc: dict[str, Any], keep: np.ndarray, scale: float
                       ) -> dict[str, Any]:
     """Model inputs of one realisation: the kept stars, positions scaled by ``scale`` (distance draw / nominal)."""
@@ -498,7 +504,7 @@ def predict(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
     galaxies = _read(args)
     meta = {"model": described, "stars": str(args.stars), "gas": args.gas, "tracer": cfg.model.tracer,
             "seed": args.seed, "samples": args.samples, "realisations": args.realisations,
-            "observer": observer.describe(stated, dc)}
+            "observer": observer.describe(stated, dc), "calibration": _calibration(blob)}
     targets = _assess_all(galaxies, blob, need_gas)
     if any(t.errors for t in targets) and (not args.force or any(not t.nominal for t in targets)):
         raise CatalogueError(_refusal(targets))

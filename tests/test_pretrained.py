@@ -76,4 +76,7 @@ def test_predict_without_run_uses_the_shipped_model(tmp_path, n_stars):
                    "--samples", "300"])
     post = json.loads((tmp_path / "p" / "dsph" / "posterior.json").read_text())
     assert "shipped model" in post["model"] and post["n_members"] >= 0.95 * n_stars, out.stderr
+    card = json.loads((pretrained.MODEL_DIR / "stars.card.json").read_text())
+    assert post["calibration"] == (card["calibration"] and {  # the shipped tempering is recorded with the draws
+        "log10_scale_coefficients": card["calibration"]["temperature"], "min_scale": card["calibration"]["min_scale"]})
     assert 6.0 < post["log10_mass_median"][2] < 8.5  # M(<R_h) of a 10 km/s, 0.3 kpc dwarf: ~10^7 Msun

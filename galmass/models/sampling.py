@@ -122,7 +122,7 @@ def sample_flow(flow: nn.Module, c: torch.Tensor, n: int, scale: torch.Tensor | 
         return dist.sample((n,))
     z = dist.base.rsample((n,))  # as zuko draws them (its sample() is rsample()): a seed gives the same noise
     if scale is not None:
-        z = z * scale.to(z.dtype)[:, None]
+        z.mul_(scale.to(z.dtype)[:, None])  # in place: z is a fresh draw, and a copy of [n, B, F] costs ~8 %
     if not _supported(flow):
         return dist.transform.inv(z)
     steps = [_Inverse(t, c) for t in reversed(flow.transform.transforms)]
