@@ -51,7 +51,7 @@ __all__ = ["CalibrationError", "fit_temperature", "calibration_error", "calibrat
 LEVELS = np.linspace(0.1, 0.9, 9)
 """Central credible levels whose coverage is matched."""
 GRID = np.round(np.arange(0.80, 1.2501, 0.05), 2)
-"""Base-noise scales tried per bin (the shipped ensemble's best lie within 0.90–1.15)."""
+"""Base-noise scales tried per bin (the shipped ensemble's best lie within 0.94–1.20)."""
 N_BINS = 8
 """N★ bins (log-spaced over the split's range) of the fit."""
 DEGREE = 2
@@ -108,26 +108,24 @@ def fit_temperature(model, data: ShardedDataset, draws: int = 100, seed: int = 0
     """Fit the tempering on ``data`` (see the module docstring); returns it and the per-bin errors before/after.
     ``narrow`` False keeps s >= 1 (widen only)."""
     log_n = data.read_all("scalars")[:, scalar_index("log10_n_stars")].astype(np.float64)
-    bins = _bins(log_n)
+    bins = [sel for sel in _bins(log_n) if sel.sum() >= MIN_BIN]  # fewer cannot measure a coverage
+    if len(bins) <= DEGREE:  # checked before any sampling
+        raise CalibrationError(f"{data.directory}: only {len(bins)} N★ bins with >= {MIN_BIN} validation catalogues "
+                               f"({len(log_n)} in all); a degree-{DEGREE} fit needs {DEGREE + 1}. HINT: calibrate a "
+                               "model trained on a larger dataset (data.galaxies_per_cell, data.projections)")
     ranks = {float(s): _ranks(model, data, (float(np.log10(s)),), draws, seed) for s in GRID}
     rows = []
     for sel in bins:
-        if sel.sum() < MIN_BIN:  # too few catalogues to measure a coverage
-            continue
         errors = np.array([calibration_error(ranks[float(s)][sel]) for s in GRID])
         rows.append({"log10_n_mid": float(np.median(log_n[sel])), "n": int(sel.sum()),
                      "best_log10_s": _best_scale(errors), "error_trained": float(errors[list(GRID).index(1.0)]),
                      "cov68_trained": _cov68(ranks[1.0][sel])})
-    if len(rows) <= DEGREE:
-        raise CalibrationError(f"{data.directory}: only {len(rows)} N★ bins with >= {MIN_BIN} validation catalogues "
-                               f"({len(log_n)} in all); a degree-{DEGREE} fit needs {DEGREE + 1}. HINT: calibrate a "
-                               "model trained on a larger dataset (data.galaxies_per_cell, data.projections)")
     x = np.array([r["log10_n_mid"] - 2.0 for r in rows])
     y, w = np.array([r["best_log10_s"] for r in rows]), np.array([r["n"] for r in rows], dtype=np.float64)
     coef = tuple(float(c) for c in np.polyfit(x, y, DEGREE, w=np.sqrt(w))[::-1])  # c0, c1, c2
     min_scale = 0.0 if narrow else 1.0
     after = _ranks(model, data, coef, draws, seed, min_scale)
-    for r, sel in zip(rows, [s for s in bins if s.sum() >= MIN_BIN]):
+    for r, sel in zip(rows, bins):
         r["error_calibrated"], r["cov68_calibrated"] = calibration_error(after[sel]), _cov68(after[sel])
     return {"temperature": list(coef), "min_scale": min_scale, "bins": rows, "draws": draws, "seed": seed,
             "grid": GRID.tolist(), "levels": LEVELS.tolist(), "n_catalogues": int(len(log_n)),

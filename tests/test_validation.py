@@ -199,7 +199,7 @@ def test_sealed_set_shares_no_family_seed_or_survey_with_the_default():
     default set keeps the name the committed results cite (a change to its spec would orphan them)."""
     default = NAMED_SETS["default"]
     assert default == SetSpec() and default.name == "galpy-v1-595fc47580400746"
-    assert NAMED_SETS["sealed"] is SEALED
+    assert NAMED_SETS["sealed"] is SEALED and SEALED.name == "galpy-v1-17bbd240453da3cf"  # validation_sealed.md
     assert set(SEALED.haloes).isdisjoint(default.haloes) and set(SEALED.tracers).isdisjoint(default.tracers)
     assert SEALED.seed != default.seed and SEALED.footprint_rh != default.footprint_rh
     assert SEALED.v_err_kms != default.v_err_kms
