@@ -16,6 +16,7 @@ from conftest import TINY_MODEL, TINY_TRAIN, run_cmd, tiny_data_args
 from galmass.calibrate import CalibrationError, calibrate_run, calibration_error
 from galmass.datasets import scalar_index
 from galmass.datasets.integrity import sha256_file
+from galmass.models.combine import EnsembleError, combine_runs
 from galmass.models.io import load_trained
 from galmass.models.sampling import sample_flow, tempered_log_prob
 
@@ -115,3 +116,6 @@ def test_calibrate_writes_a_new_run_and_refuses_what_it_cannot_do(tiny_run, tmp_
         calibrate_run(tiny_run, tmp_path / "cal", draws=20)
     narrow = calibrate_run(tiny_run, tmp_path / "cal_narrow", draws=20, narrow=True)
     assert narrow["min_scale"] == 0.0
+    with pytest.raises(EnsembleError, match="calibrated"):  # merging would drop the tempering
+        combine_runs([tiny_run, tmp_path / "cal"], tmp_path / "ens")
+    assert not (tmp_path / "ens").exists()

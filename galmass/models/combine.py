@@ -39,8 +39,12 @@ def _model_section(cfg: Config) -> dict[str, Any]:
 
 def _check_members(runs: list[Path], loaded: list[tuple[MassPosterior, Config, dict[str, Any]]],
                    digests: list[str]) -> None:
-    """Same dataset (hence the same normalisation buffers), same model section (but ``ensemble``), no weights
-    twice (``digests``: sha256 of each run's ``best.pt``)."""
+    """None calibrated, same dataset (hence the same normalisation buffers), same model section (but
+    ``ensemble``), no weights twice (``digests``: sha256 of each run's ``best.pt``)."""
+    calibrated = [str(r) for r, (_, _, b) in zip(runs, loaded) if b.get("calibration")]
+    if calibrated:  # a merged model would silently drop the members' tempering
+        raise EnsembleError(f"{calibrated}: calibrated by `galmass calibrate`; an ensemble is calibrated as a whole. "
+                            "HINT: combine the runs they were made from, then calibrate the ensemble")
     ref_run, (ref_model, ref_cfg, ref_blob) = runs[0], loaded[0]
     for run, (model, cfg, blob) in zip(runs[1:], loaded[1:]):
         if blob.get("data_hash") != ref_blob.get("data_hash"):
