@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set-name", default=None,
                    help="which set: 'default' (if not given), or 'sealed' (other haloes, light profiles and survey; "
                         "README); with --set, the file must hold that set")
-    p.add_argument("--n-stars", default=None, help="N★ variants, e.g. 100,1000 (default: all in the set)")
+    p.add_argument("--n-stars", default=None, help="N★ variants, e.g. 100,1000 (default: all in the set); other "
+                   "sizes, e.g. 30, grade the set's galaxies drawn again at those sizes (a set of its own)")
     p.add_argument("--samples", type=int, default=400, help="posterior draws per catalogue")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output directory (default RUN/validate-<set name>)")

@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import sys
 import time
@@ -112,7 +113,9 @@ def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_star
     set_path : path, optional
         Validation set file; made there if missing (default: the cache file of ``spec``).
     n_stars : sequence of int, optional
-        N★ variants to grade (default: all of the set's, 100 and 1000).
+        N★ variants to grade (default: all of the set's, 100 and 1000). Sizes the set does not have (e.g. 30, the
+        ultra-faint regime) grade a variant of it instead: the same galaxies drawn again as catalogues of exactly
+        these sizes (its own name and cache file; not with ``set_path``).
     n_samples : int
         Posterior draws per catalogue.
     seed : int
@@ -131,6 +134,9 @@ def validate_run(run_dir: str | Path, set_path: str | Path | None = None, n_star
     if cfg.model.tracer != "stars":
         raise ValueError(f"{run_dir} uses tracer mode '{cfg.model.tracer}'; the validation set has stars only. "
                          "HINT: validate a run trained with --model.tracer=stars")
+    base = spec or SetSpec()
+    if n_stars and set_path is None and not set(map(int, n_stars)) <= set(base.n_stars):
+        spec = dataclasses.replace(base, n_stars=tuple(sorted(set(map(int, n_stars)))))
     vset = get_set(set_path, spec, regenerate=regenerate, workers=workers, progress=progress)
     if spec is not None and vset.spec != spec:
         raise ValueError(f"{set_path} holds validation set {vset.name}, not the requested {spec.name}. HINT: drop "

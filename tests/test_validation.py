@@ -324,7 +324,7 @@ def test_by_family_at_groups_by_value_and_keeps_the_estimator_beside():
 
 # -- galmass validate on a tiny trained run -----------------------------------------------------------------------
 
-def test_validate_command_on_a_tiny_run(tiny_dataset, small_set, tmp_path):
+def test_validate_command_on_a_tiny_run(tiny_dataset, small_set, tmp_path, monkeypatch):
     run = tmp_path / "run"
     run_cmd([sys.executable, "-m", "galmass", "train", *tiny_data_args(tiny_dataset), f"--train.run_dir={run}",
              *TINY_MODEL, *TINY_TRAIN], env_extra={"OMP_NUM_THREADS": "1"})
@@ -361,3 +361,11 @@ def test_validate_command_on_a_tiny_run(tiny_dataset, small_set, tmp_path):
                      "--set-name", "sealed", "--out", str(tmp_path / "val2")], check=False)
     assert wrong.returncode == 2 and f"holds validation set {small_set.name}" in wrong.stderr
     assert SEALED.name in wrong.stderr and not (tmp_path / "val2").exists()
+    # sizes the set does not have: its galaxies drawn again at exactly those sizes, a set (and cache file) of its own
+    from galmass.validate import validate_run
+
+    monkeypatch.setenv("GALMASS_CACHE", str(tmp_path / "cache"))
+    m30 = validate_run(run, n_stars=[30], spec=SMALL, n_samples=20, out_dir=tmp_path / "val30", workers=2)
+    variant = dataclasses.replace(SMALL, n_stars=(30,))
+    assert list(m30["variants"]) == ["30"] and m30["set"]["name"] == variant.name != SMALL.name
+    assert m30["variants"]["30"]["n_catalogues"] == 16 and default_set_path(variant).exists()
