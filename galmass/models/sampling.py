@@ -117,13 +117,13 @@ def sample_flow(flow: nn.Module, c: torch.Tensor, n: int, scale: torch.Tensor | 
     ``scale`` [B] tempers the flow: its standard-normal base noise is multiplied by scale per context (> 1 widens
     the posterior, < 1 narrows it; :mod:`galmass.calibrate`). None (or all ones) draws the flow as trained.
     """
-    dist = flow(c)
-    if scale is None and not _supported(flow):
+    dist, supported = flow(c), _supported(flow)
+    if scale is None and not supported:
         return dist.sample((n,))
     z = dist.base.rsample((n,))  # as zuko draws them (its sample() is rsample()): a seed gives the same noise
     if scale is not None:
         z.mul_(scale.to(z.dtype)[:, None])  # in place: z is a fresh draw, and a copy of [n, B, F] costs ~8 %
-    if not _supported(flow):
+    if not supported:
         return dist.transform.inv(z)
     steps = [_Inverse(t, c) for t in reversed(flow.transform.transforms)]
     chunks = []
