@@ -3,8 +3,9 @@
 Usage:  python benchmarks/loso.py [--out runs/loso] [--options plain,mmd] [--galaxies 100] [--epochs 30]
         [--axis suite|feedback] [--name loso]
 
-For each held-out suite S (or feedback model with ``--axis feedback``), with the cell sizes of
-configs/transfer.yaml scaled by ``--galaxies``:
+For each held-out suite S (or feedback model with ``--axis feedback``) of ``--config`` (default
+configs/transfer.yaml; configs/production.yaml: the shipped model's recipes and network), with its cells sized by
+``--galaxies`` and ``--projections``:
   * data ``all-but-S`` (the other suites × all feedback models) and ``only-S`` (S × all feedback models);
   * ``in-S``: a model trained on only-S's train split — the in-suite reference (what a model trained on the right
     simulations achieves on the same test galaxies);
@@ -13,7 +14,9 @@ configs/transfer.yaml scaled by ``--galaxies``:
     alone); ``augment`` (train.augment: random sky-plane rotations/flips; orientation is the one nuisance the suites
     do not already randomise); ``broad`` (feedback axis: all-but-S plus the Zhao family, γ 0–1.5 — a wider prior,
     not an adaptation); ``scale_free`` (model.scale_free: no absolute R_h or σ★ input, so the suites' scaling
-    relations, e.g. how core size goes with mass, cannot be learned);
+    relations, e.g. how core size goes with mass, cannot be learned); ``population`` (no training: `galmass
+    population --force` re-weights ``plain``'s posteriors to the profile prior learnt from only-S's unlabelled train
+    split; a tilt the command would refuse is marked in the table);
   * every model evaluated on only-S's test split.
 Per radius: bias, scatter and 68 % coverage, each ± a bootstrap error over test galaxies, and the paired gap to
 the in-suite model. Every step is a `galmass` command (resumable: rerunning skips finished work). Writes
@@ -23,6 +26,7 @@ benchmarks/results/<name>.md with the machine and the wall time.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -32,10 +36,11 @@ import numpy as np
 from _common import ROOT, load_average, machine, write_result  # noqa: E402  (puts the repository on sys.path)
 from transfer_report import bootstrap, load_eval  # noqa: E402
 
-SUITES = ["compact", "median", "extended"]
-FEEDBACKS = ["cusp", "core", "dc14"]
+from galmass.config import load_config
+
 OPTIONS = {"plain": [], "mmd": ["--train.adapt=mmd", "--train.adapt_weight=1.0"], "ensemble": ["--model.ensemble=3"],
-           "broad": [], "augment": ["--train.augment=true"], "scale_free": ["--model.scale_free=true"]}
+           "broad": [], "augment": ["--train.augment=true"], "scale_free": ["--model.scale_free=true"],
+           "population": []}
 BROAD = "zhao"
 """``broad`` (feedback axis only): the plain model with the Zhao family (inner slope 0–1.5) added to the training
 cells — a wider halo prior instead of an adaptation term."""
@@ -54,14 +59,14 @@ def _list(values: list[str]) -> str:
 
 def run_held_out(held: str, a: argparse.Namespace, out: Path) -> dict[str, Path]:
     """Datasets, models and evaluations for one held-out value; returns option → residuals.npz."""
-    axis_values = SUITES if a.axis == "suite" else FEEDBACKS
+    axis_values = a.suites if a.axis == "suite" else a.feedbacks
     other = [v for v in axis_values if v != held]
-    base = ["--config", str(ROOT / "configs" / "transfer.yaml"), f"--data.galaxies_per_cell={a.galaxies}",
+    base = ["--config", str(a.config), f"--data.galaxies_per_cell={a.galaxies}",
             f"--data.projections={a.projections}", f"--train.epochs={a.epochs}", "--train.progress=false"]
 
     def data_args(name: str, values: list[str]) -> list[str]:
-        sel = (f"--data.suites={_list(values)}", f"--data.feedbacks={_list(FEEDBACKS)}") if a.axis == "suite" else \
-              (f"--data.suites={_list(SUITES)}", f"--data.feedbacks={_list(values)}")
+        sel = (f"--data.suites={_list(values)}", f"--data.feedbacks={_list(a.feedbacks)}") if a.axis == "suite" \
+            else (f"--data.suites={_list(a.suites)}", f"--data.feedbacks={_list(values)}")
         return [f"--data.path={out / 'data' / name}", *sel]
 
     train_data, test_data = data_args(f"all-but-{held}", other), data_args(f"only-{held}", [held])
@@ -77,12 +82,18 @@ def run_held_out(held: str, a: argparse.Namespace, out: Path) -> dict[str, Path]
     results = {}
     for name, (data, extra) in runs.items():
         run = out / "runs" / f"{held}-{name}"
-        if not (run / "done.json").exists():  # a finished run is final (and recipes may have moved on since)
+        if name == "population" and not (run / "best.pt").exists():
+            if not (out / "runs" / f"{held}-plain" / "done.json").exists():
+                galmass("train", *base, *train_data, f"--train.run_dir={out / 'runs' / f'{held}-plain'}")
+            galmass("population", f"--run={out / 'runs' / f'{held}-plain'}", f"--target={test_dir}", "--split=train",
+                    f"--out={run}", "--force")  # measured either way; the table says whether it would be refused
+        elif not (run / "done.json").exists():  # a finished run is final (and recipes may have moved on since)
             galmass("train", *base, *data, *extra, f"--train.run_dir={run}")
         ev = run / f"eval-only-{held}"
         if not (ev / "residuals.npz").exists():
             galmass("evaluate", "--run", str(run), "--data", str(test_dir), "--out", str(ev))
-        results[name] = ev / "residuals.npz"
+        refused = name == "population" and json.loads((run / "population.json").read_text())["problems"]
+        results[name + (" (refused without --force)" if refused else "")] = ev / "residuals.npz"
     return results
 
 
@@ -108,6 +119,8 @@ def table(held: str, results: dict[str, Path], boot: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/loso")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "transfer.yaml"),
+                    help="the recipes and model (its data.suites and data.feedbacks are the axes' values)")
     ap.add_argument("--axis", choices=("suite", "feedback"), default="suite")
     ap.add_argument("--options", default="plain,mmd")
     ap.add_argument("--galaxies", type=int, default=100)
@@ -121,23 +134,29 @@ def main() -> None:
     bad = [o for o in a.options if o not in OPTIONS]
     if bad:
         ap.error(f"unknown options {bad}; choose from {list(OPTIONS)}")
-    if "broad" in a.options and a.axis != "feedback":
-        ap.error("--options broad adds a feedback family: use it with --axis feedback")
+    cfg = load_config(a.config)
+    a.suites, a.feedbacks = list(cfg.data.suites), list(cfg.data.feedbacks)
+    if "broad" in a.options and (a.axis != "feedback" or BROAD in a.feedbacks):
+        ap.error(f"--options broad adds the {BROAD} feedback family: use it with --axis feedback and a config "
+                 "without it")
     out = Path(a.out) / a.axis
     t0 = time.time()
-    held_values = SUITES if a.axis == "suite" else FEEDBACKS
+    held_values = a.suites if a.axis == "suite" else a.feedbacks
     if a.held:
         held_values = [h for h in held_values if h in a.held.split(",")]
     results = {h: run_held_out(h, a, out) for h in held_values}
     wall = time.time() - t0
+    config = Path(a.config).resolve()
+    cfg_name = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
     lines = [f"# Leave-one-{a.axis}-out", "", f"Machine: {machine()}; load {load_average()}", "",
-             f"Cells: configs/transfer.yaml with {a.galaxies} galaxies × {a.projections} projections per suite × "
-             f"feedback cell, ≤ {a.epochs} epochs; held out by {a.axis}: {held_values}; suites {SUITES}, feedback "
-             f"models {FEEDBACKS}.",
+             f"Cells: {cfg_name} with "
+             f"{a.galaxies} galaxies × {a.projections} projections per suite × feedback cell, ≤ {a.epochs} epochs; "
+             f"held out by {a.axis}: {held_values}; suites {a.suites}, feedback models {a.feedbacks}.",
              f"Wall time of this run (steps already done are skipped): {wall / 60:.1f} min. Errors: bootstrap over "
              f"test galaxies ({a.boot} resamples, paired across models).",
-             f"Reproduce: `python benchmarks/loso.py --axis {a.axis} --options {','.join(a.options)} "
-             f"--galaxies {a.galaxies} --epochs {a.epochs}" + (f" --held {a.held}" if a.held else "") + "`.", ""]
+             f"Reproduce: `python benchmarks/loso.py --config {cfg_name} --axis {a.axis} --options "
+             f"{','.join(a.options)} --galaxies {a.galaxies} --projections {a.projections} --epochs {a.epochs}"
+             + (f" --held {a.held}" if a.held else "") + "`.", ""]
     for h, res in results.items():
         lines += table(h, res, a.boot)
     write_result(a.name, "\n".join(lines) + "\n")

@@ -33,7 +33,6 @@ and ``calibration.{json,md}`` with the calibration error per N★ bin before and
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,8 @@ import torch
 
 from galmass.datasets import ShardedDataset, scalar_index
 from galmass.evaluate import resolve_dataset
-from galmass.models.combine import PROVENANCE
-from galmass.models.io import load_trained, to_torch
-from hpc.atomic import atomic_path, atomic_write_json, atomic_write_text
+from galmass.models.io import load_trained, save_derived, to_torch
+from hpc.atomic import atomic_write_json, atomic_write_text
 
 __all__ = ["CalibrationError", "fit_temperature", "calibration_error", "calibrate_run", "run"]
 
@@ -139,6 +137,9 @@ def _check(run_dir: Path, out: Path, cfg, blob: dict[str, Any]) -> None:
     if blob.get("calibration"):
         raise CalibrationError(f"{run_dir / 'best.pt'} is already calibrated ({blob['calibration']['temperature']}). "
                                "HINT: calibrate the run it was made from")
+    if blob.get("population"):  # its draws are re-weighted to another population; the validation split is not it
+        raise CalibrationError(f"{run_dir / 'best.pt'} is adapted to a population (`galmass population`). HINT: "
+                               "calibrate the run it was adapted from, then adapt the calibrated run")
     if out.resolve() == run_dir.resolve() or (out.exists() and any(out.iterdir())):
         raise CalibrationError(f"{out} is the run itself or not empty (a model is never overwritten). HINT: choose a "
                                "new --out directory")
@@ -154,12 +155,7 @@ def calibrate_run(run_dir: str | Path, out: str | Path, draws: int = 100, seed: 
     data = ShardedDataset(path, "val", tuple(dict.fromkeys(model.input_keys + ("labels",))), valid_only=True)
     fit = fit_temperature(model, data, draws, seed, narrow)
     fit.update(run=str(run_dir.resolve()), data_path=str(path), data_hash=blob.get("data_hash"), split="val")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "done.json", PROVENANCE):
-        if (run_dir / name).exists():
-            shutil.copyfile(run_dir / name, out / name)
-    with atomic_path(out / "best.pt") as tmp:
-        torch.save({**blob, "calibration": fit}, tmp)
+    save_derived(run_dir, out, {**blob, "calibration": fit})
     atomic_write_json(out / "calibration.json", fit)
     atomic_write_text(out / "calibration.md", render(fit))
     return fit

@@ -1,5 +1,5 @@
 """The ``galmass`` command: mock | ingest | train | evaluate | validate | calibrate | report | predict | ship |
-ensemble | sweep | demo.
+ensemble | population | sweep | demo.
 
 Every subcommand that takes ``--config`` also takes ``--section.key=value`` overrides (strictly checked before any
 work starts). Heavy imports (torch, h5py) happen inside the subcommands so ``galmass --help`` is instant.
@@ -161,6 +161,13 @@ def _cmd_ship(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_population(args: argparse.Namespace, overrides: list[str]) -> int:
+    from galmass.population import run as population
+
+    _no_overrides("population", overrides)
+    return population(args)
+
+
 def _cmd_calibrate(args: argparse.Namespace, overrides: list[str]) -> int:
     from galmass.calibrate import run as calibrate
 
@@ -307,6 +314,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_calibrate)
 
+    p = sub.add_parser("population", help="re-weight a trained model's posteriors to the mass-profile prior of a "
+                       "population, learnt from its unlabelled catalogues; writes a new run directory")
+    p.add_argument("--run", default=None, help="finished run directory (default: a shipped model)")
+    p.add_argument("--model", default=None, help="name of a shipped model (default: stars)")
+    p.add_argument("--target", required=True, help="the population: star catalogue(s) in predict's format (a CSV "
+                   "with a galaxy column, or a directory of CSVs) or a dataset directory")
+    p.add_argument("--out", required=True, help="new directory for the adapted best.pt and population.md")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split of a dataset target")
+    p.add_argument("--features", type=int, default=1, help="shape components of the profile tilted (1: the inner "
+                   "slope; 2: and the curvature)")
+    p.add_argument("--draws", type=int, default=200, help="posterior draws per target catalogue")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="write a tilt that fails the checks (split-half agreement, "
+                   "effective draws); recorded")
+    p.set_defaults(func=_cmd_population)
+
     p = sub.add_parser("ensemble", help="one mixture model (deep ensemble) from finished runs trained with different "
                        "seeds on the same dataset")
     p.add_argument("runs", nargs="+", help="finished run directories (best.pt, done.json)")
@@ -342,12 +365,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from galmass.catalogue import CatalogueError
     from galmass.datasets.reader import DatasetError
     from galmass.models.combine import EnsembleError
+    from galmass.population import PopulationError
     from hpc.atomic import DiskFullError
     from hpc.checkpoint import CheckpointError
     from hpc.lock import LockedError
 
-    return (CalibrationError, CatalogueError, DatasetError, EnsembleError, DiskFullError, CheckpointError, LockedError,
-            FileNotFoundError, FileExistsError)
+    return (CalibrationError, CatalogueError, DatasetError, EnsembleError, PopulationError, DiskFullError,
+            CheckpointError, LockedError, FileNotFoundError, FileExistsError)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,13 @@ def _calibration(blob: dict[str, Any]) -> dict[str, Any] | None:
     return None if not cal else {"log10_scale_coefficients": cal["temperature"], "min_scale": cal["min_scale"]}
 
 
+def _population(blob: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's population prior tilt (``galmass population``) as the posterior files record it; None if none."""
+    pop = blob.get("population")
+    return None if not pop else {"target": pop["target"], "n_catalogues": pop["n_catalogues"],
+                                 "beta": pop["tilt"]["beta"], "prior_shift_dex": pop["prior_shift_dex"]}
+
+
 def observe_catalogue(cat: Catalogue, gas: Catalogue | None, dc: dict[str, Any], keep: np.ndarray, scale: float
                       ) -> dict[str, Any]:
     """Model inputs of one realisation: the kept stars, positions scaled by ``scale`` (distance draw / nominal)."""
@@ -504,7 +511,8 @@ def predict(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
     galaxies = _read(args)
     meta = {"model": described, "stars": str(args.stars), "gas": args.gas, "tracer": cfg.model.tracer,
             "seed": args.seed, "samples": args.samples, "realisations": args.realisations,
-            "observer": observer.describe(stated, dc), "calibration": _calibration(blob)}
+            "observer": observer.describe(stated, dc), "calibration": _calibration(blob),
+            "population": _population(blob)}
     targets = _assess_all(galaxies, blob, need_gas)
     if any(t.errors for t in targets) and (not args.force or any(not t.nominal for t in targets)):
         raise CatalogueError(_refusal(targets))

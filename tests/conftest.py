@@ -47,6 +47,16 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_stars_run(tiny_dataset, tmp_path_factory) -> Path:
+    """A stars model trained by ``galmass train`` on the tiny dataset (3 epochs); tests derive runs from it, never
+    modify it."""
+    run = tmp_path_factory.mktemp("stars") / "run"
+    run_cmd([sys.executable, "-m", "galmass", "train", *tiny_data_args(tiny_dataset), f"--train.run_dir={run}",
+             *TINY_MODEL, *TINY_TRAIN], env_extra={"OMP_NUM_THREADS": "1"})
+    return run
+
+
 def run_cmd(args: list[str], cwd: Path | None = None, timeout: float = 600, env_extra: dict | None = None,
             check: bool = True) -> subprocess.CompletedProcess:
     """Run a command with this interpreter's environment (venv bin first on PATH)."""

@@ -12,7 +12,7 @@ import torch
 import zuko
 
 import galmass.calibrate as calibrate
-from conftest import TINY_MODEL, TINY_TRAIN, run_cmd, tiny_data_args
+from conftest import run_cmd
 from galmass.calibrate import CalibrationError, calibrate_run, calibration_error
 from galmass.datasets import scalar_index
 from galmass.datasets.integrity import sha256_file
@@ -71,12 +71,9 @@ def test_calibration_error_of_calibrated_and_overconfident_ranks():
     assert calibration_error(np.clip(narrow, 0, 1)) > 0.05
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_dataset, tmp_path_factory):
-    run = tmp_path_factory.mktemp("cal") / "run"
-    run_cmd([sys.executable, "-m", "galmass", "train", *tiny_data_args(tiny_dataset), f"--train.run_dir={run}",
-             *TINY_MODEL, *TINY_TRAIN], env_extra={"OMP_NUM_THREADS": "1"})
-    return run
+@pytest.fixture
+def tiny_run(tiny_stars_run):
+    return tiny_stars_run
 
 
 def test_temper_scale_is_the_polynomial_with_its_floor(tiny_run):

@@ -60,6 +60,10 @@ def test_combined_runs_are_their_mixture_and_ship(two_runs, tiny_dataset, tmp_pa
     assert len(card["training"]["ensemble_of"]) == 2
     assert card["training"]["seconds"] == pytest.approx(sum(m["training"]["seconds"] for m in prov["members"]))
     assert len(pretrained.load_pretrained("ens")[0].members) == 2
+    shipped = pretrained.load_pretrained("ens")[2]["prior_labels"]  # the prior `galmass population` re-weights
+    train = ShardedDataset(tiny_dataset, "train", ("labels",), valid_only=True).read_all("labels")
+    assert len(shipped) == min(len(train), 8192) and np.isin(shipped[:, 0], train[:, 0]).all()
+    assert card["prior_sample"]["n_labels"] == len(shipped)
 
 
 @pytest.mark.slow

@@ -19,13 +19,13 @@ import torch
 
 from galmass.config import Config, config_to_dict
 from galmass.datasets.integrity import sha256_file
-from galmass.models.io import load_trained, save_model, training_summary
+from galmass.models.io import ENSEMBLE_RECORD, load_trained, save_model, training_summary
 from galmass.models.network import MassPosterior
 from hpc.atomic import atomic_write_json
 
 __all__ = ["EnsembleError", "combine_runs"]
 
-PROVENANCE = "ensemble.json"
+PROVENANCE = ENSEMBLE_RECORD
 """Written next to the combined ``best.pt``: the member runs, their weights' sha256, epochs and training time."""
 
 
@@ -39,12 +39,13 @@ def _model_section(cfg: Config) -> dict[str, Any]:
 
 def _check_members(runs: list[Path], loaded: list[tuple[MassPosterior, Config, dict[str, Any]]],
                    digests: list[str]) -> None:
-    """None calibrated, same dataset (hence the same normalisation buffers), same model section (but
+    """None calibrated or adapted, same dataset (hence the same normalisation buffers), same model section (but
     ``ensemble``), no weights twice (``digests``: sha256 of each run's ``best.pt``)."""
-    calibrated = [str(r) for r, (_, _, b) in zip(runs, loaded) if b.get("calibration")]
-    if calibrated:  # a merged model would silently drop the members' tempering
-        raise EnsembleError(f"{calibrated}: calibrated by `galmass calibrate`; an ensemble is calibrated as a whole. "
-                            "HINT: combine the runs they were made from, then calibrate the ensemble")
+    derived = [str(r) for r, (_, _, b) in zip(runs, loaded) if b.get("calibration") or b.get("population")]
+    if derived:  # a merged model would silently drop the members' tempering or prior tilt
+        raise EnsembleError(f"{derived}: calibrated (`galmass calibrate`) or adapted (`galmass population`); an "
+                            "ensemble is calibrated and adapted as a whole. HINT: combine the runs they were made "
+                            "from, then calibrate or adapt the ensemble")
     ref_run, (ref_model, ref_cfg, ref_blob) = runs[0], loaded[0]
     for run, (model, cfg, blob) in zip(runs[1:], loaded[1:]):
         if blob.get("data_hash") != ref_blob.get("data_hash"):

@@ -8,6 +8,7 @@ absolute path), so a later step can refuse a dataset that is not the one the mod
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,24 @@ def save_model(path: str | Path, model: MassPosterior, cfg: Config, manifest: di
         torch.save(blob, tmp)
 
 
+ENSEMBLE_RECORD = "ensemble.json"
+"""A combined run's record of its members (``galmass ensemble``)."""
+RUN_RECORDS = ("config.yaml", "done.json", ENSEMBLE_RECORD)
+"""What a run derived from another with the same weights (calibrate, population) copies from it."""
+
+
+def save_derived(run_dir: str | Path, out: str | Path, blob: dict[str, Any]) -> None:
+    """A new run directory ``out`` for ``blob`` (the model file of ``run_dir`` with a post-hoc entry added) and
+    the records of ``run_dir``; the caller has checked that ``out`` is new or empty."""
+    run_dir, out = Path(run_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_RECORDS:
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, out / name)
+    with atomic_path(out / "best.pt") as tmp:
+        torch.save(blob, tmp)
+
+
 def load_trained(run_dir: str | Path, which: str = "best", map_location: str = "cpu"
                  ) -> tuple[MassPosterior, Config, dict[str, Any]]:
     """Model (eval mode), resolved config and the file's metadata of a trained run (``RUN/<which>.pt``).
@@ -71,6 +90,9 @@ def load_trained(run_dir: str | Path, which: str = "best", map_location: str = "
         if blob.get("calibration"):  # `galmass calibrate`: a tempering of the same weights
             model.temperature = tuple(float(v) for v in blob["calibration"]["temperature"])
             model.temper_min = float(blob["calibration"].get("min_scale", 0.0))
+        if blob.get("population"):  # `galmass population`: a prior tilt over the same weights
+            model.population = {k: torch.tensor(blob["population"]["tilt"][k], dtype=torch.float32)
+                                for k in ("centre", "basis", "scale", "beta_draws", "log_z")}
     except ConfigError:
         raise
     except Exception as err:  # truncated file, foreign pickle, weights of another architecture

@@ -8,10 +8,11 @@ scale-free, standardised and (by default) decorrelated labels
 
 with v = σ★ (tracer modes with stars) or v_rms of the gas (gas only) and L the Cholesky factor of the training
 labels' correlation matrix plus the variance of the training jitter (``model.label_noise_dex``; the ten labels of
-one profile lie on a thin manifold, and the jitter gives the density a floor width). Maps enter scale-free (positions in R_h, velocities in v); log10 R_h, log10 v,
-log10 N★ and the members' summary statistics (σ profile in radius quartiles, radius quantiles, kurtosis, errors,
-ellipticity) enter standardised. All statistics come from the training split (dataset manifest) and live in the
-model's buffers, so a model file is self-contained for prediction.
+one profile lie on a thin manifold, and the jitter gives the density a floor width). Maps enter scale-free
+(positions in R_h, velocities in v); log10 R_h, log10 v, log10 N★ and the members' summary statistics (σ profile
+in radius quartiles, radius quantiles, kurtosis, errors, ellipticity) enter standardised. All statistics come
+from the training split (dataset manifest) and live in the model's buffers, so a model file is self-contained for
+prediction.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ from galmass.models.encoder import MapEncoder
 from galmass.models.sampling import sample_flow, tempered_log_prob
 from galmass.physics.constants import G
 
-__all__ = ["MassPosterior", "LOG10_G", "input_keys"]
+POPULATION_OVERSAMPLE = 4
+"""Flow draws per kept draw of a population-adapted model: the tilts measured keep a median 40–100 % of the draws
+as effective ones (benchmarks/results/loso_*population*, population_validation_*); under 25 % is refused."""
+
+__all__ = ["MassPosterior", "LOG10_G", "input_keys", "tilt_log_weight"]
 
 LOG10_G = math.log10(G)
 _SKY_CHANNELS, _PHASE_CHANNELS = 4, 1
@@ -75,6 +80,13 @@ class _Member(nn.Module):
         return self.fusion(torch.cat(feats, dim=1))
 
 
+def tilt_log_weight(tilt: dict[str, torch.Tensor], log_mass: torch.Tensor) -> torch.Tensor:
+    """log of a population tilt's weight [...] of profiles [..., R] (torch twin of
+    :meth:`galmass.population.Tilt.log_weight`: the mixture over β's draws)."""
+    shape = log_mass - log_mass.mean(-1, keepdim=True) - tilt["centre"]
+    return torch.logsumexp(((shape @ tilt["basis"].T) / tilt["scale"]) @ tilt["beta_draws"].T - tilt["log_z"], -1)
+
+
 class MassPosterior(nn.Module):
     """p(log10 M(<f_i R_h), i=1..10 | maps, scalars, summaries), a mixture over ``cfg.ensemble`` members.
 
@@ -112,6 +124,10 @@ class MassPosterior(nn.Module):
         ``temper_min``), x = log10 N★ − 2. None: as trained (training always is)."""
         self.temper_min = 0.0
         """Least scale: 1 for a widen-only calibration (never narrower than trained), 0 for none."""
+        self.population: dict[str, torch.Tensor] | None = None
+        """Population prior tilt from ``galmass population`` (:mod:`galmass.population`; ``centre``, ``basis``,
+        ``scale``, ``beta_draws``, ``log_z``): :meth:`sample` re-weights draws of the trained posterior by it. None:
+        as trained."""
 
     def _register_normalisation(self, cfg: ModelConfig, norm: dict[str, Any], n_labels: int) -> None:
         sc = norm["scalars"]
@@ -190,6 +206,9 @@ class MassPosterior(nn.Module):
           :mod:`galmass.models.balance`): "balance", the balance condition's violation, with each sample's
           context paired with its neighbour's labels as the product of marginals.
         """
+        if self.population is not None:  # the tilted posterior's normaliser differs per catalogue
+            raise ValueError("log_prob of a population-adapted model is not available (its normaliser is per "
+                             "catalogue); use sample(), or the run it was adapted from")
         maps, inputs = self._inputs(batch)
         y = self.to_y(batch["labels"], batch["scalars"])
         contexts = [m.context(maps, inputs) for m in self.members]
@@ -223,6 +242,9 @@ class MassPosterior(nn.Module):
 
     def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log density of the labels under the (calibrated, if so) mixture posterior, in the flow variables [B]."""
+        if self.population is not None:  # the tilted posterior's normaliser differs per catalogue
+            raise ValueError("log_prob of a population-adapted model is not available (its normaliser is per "
+                             "catalogue); use sample(), or the run it was adapted from")
         maps, inputs = self._inputs(batch)
         y = self.to_y(batch["labels"], batch["scalars"])
         s = self.temper_scale(batch["scalars"])
@@ -235,10 +257,20 @@ class MassPosterior(nn.Module):
 
         The mixture is sampled stratified: each of the K members draws ⌈n / K⌉ and a random n of the pooled draws
         are kept in random order, so an ensemble costs what one network does (not K × n draws of which n are kept).
+        A population-adapted model draws :data:`POPULATION_OVERSAMPLE` × n and resamples n of them with weights of
+        its prior tilt (sampling-importance-resampling).
         """
         maps, inputs = self._inputs(batch)
+        m = n if self.population is None else POPULATION_OVERSAMPLE * n
         k, s = len(self.members), self.temper_scale(batch["scalars"])
-        draws = torch.cat([sample_flow(m.flow, m.context(maps, inputs), -(-n // k), s) for m in self.members])
+        draws = torch.cat([sample_flow(mb.flow, mb.context(maps, inputs), -(-m // k), s) for mb in self.members])
         if k > 1:
-            draws = draws[torch.randperm(len(draws), device=draws.device)[:n]]
-        return self.from_y(draws, batch["scalars"])
+            draws = draws[torch.randperm(len(draws), device=draws.device)[:m]]
+        log_mass = self.from_y(draws, batch["scalars"])
+        return log_mass if self.population is None else self._resample(log_mass, n)
+
+    def _resample(self, log_mass: torch.Tensor, n: int) -> torch.Tensor:
+        """n of the draws [m, B, R] per catalogue, drawn with replacement ∝ the population tilt's weight."""
+        log_w = tilt_log_weight(self.population, log_mass)  # [m, B]
+        pick = torch.multinomial(torch.softmax(log_w.T.double(), dim=1), n, replacement=True)  # [B, n]
+        return torch.gather(log_mass, 0, pick.T[..., None].expand(-1, -1, log_mass.shape[-1]))

@@ -4,16 +4,19 @@ The card records what a user needs to trust (or distrust) the model: the resolve
 (its data hash, suites, feedback models, counts), the training time and epochs, the held-out metrics of
 ``RUN/eval-test/metrics.json`` and, when present, the independent validations of ``RUN/validate-*/metrics.json``
 and the post-hoc calibration (``galmass calibrate``), the galmass version and the sha256 of the shipped weights
-(checked at every load).
+(checked at every load). The weights file also carries a sample of the training labels, the prior
+``galmass population`` re-weights, since the training dataset does not ship.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from galmass import __version__
 from galmass.datasets.integrity import sha256_file
@@ -64,11 +67,51 @@ def build_card(run_dir: Path, weights: Path, name: str) -> dict[str, Any]:
     }
 
 
+PRIOR_SAMPLE = 8192
+"""Training labels a shipped model carries (0.3 MB): its prior, for ``galmass population`` without the dataset."""
+
+
+def _with_prior_sample(run_dir: Path, which: str = "best") -> dict[str, Any]:
+    """``RUN/<which>.pt``'s contents plus ``prior_labels``: a fixed random sample of its dataset's train-split
+    labels."""
+    from galmass.population import prior_labels
+
+    model, cfg, blob = load_trained(run_dir, which=which)
+    if blob.get("prior_labels") is None:
+        labels, _ = prior_labels(run_dir, cfg, blob)  # refuses (by name) when the dataset is not found
+        keep = np.sort(np.random.default_rng(0).choice(len(labels), min(PRIOR_SAMPLE, len(labels)), replace=False))
+        blob["prior_labels"] = labels[keep].astype(np.float32)
+    return blob
+
+
 def ship_model(run_dir: str | Path, name: str, out_dir: Path = MODEL_DIR) -> Path:
-    """Copy ``RUN/best.pt`` to ``out_dir/<name>.pt`` and write ``<name>.card.json``; returns the card's path."""
+    """Write ``RUN/best.pt`` with a sample of its training labels to ``out_dir/<name>.pt`` and ``<name>.card.json``;
+    returns the card's path."""
     run_dir = Path(run_dir)
     weights = out_dir / f"{name}.pt"
+    blob = _with_prior_sample(run_dir)
     with atomic_path(weights) as tmp:
-        shutil.copyfile(run_dir / "best.pt", tmp)
+        torch.save(blob, tmp)
     card = build_card(run_dir, weights, name)
+    card["prior_sample"] = _prior_record(blob)  # training labels carried for `galmass population`
     return atomic_write_json(out_dir / f"{name}.card.json", card)
+
+
+def attach_prior_sample(name: str, out_dir: Path = MODEL_DIR) -> Path:
+    """Give a model shipped before the prior sample existed its ``prior_labels`` (from its training dataset, found
+    and hash-checked as ``galmass evaluate`` finds it); the weights are unchanged, the card gets the new sha256 and
+    the sample's record. Returns the card's path."""
+    card = json.loads((out_dir / f"{name}.card.json").read_text())
+    if sha256_file(out_dir / f"{name}.pt") != card["weights_sha256"]:
+        raise ModelFileError(f"{out_dir / name}.pt does not match its card: not modified")
+    blob = _with_prior_sample(out_dir, which=name)
+    with atomic_path(out_dir / f"{name}.pt") as tmp:
+        torch.save(blob, tmp)
+    card.update(weights_sha256=sha256_file(out_dir / f"{name}.pt"), prior_sample=_prior_record(blob))
+    return atomic_write_json(out_dir / f"{name}.card.json", card)
+
+
+def _prior_record(blob: dict[str, Any]) -> dict[str, Any] | None:
+    labels = blob.get("prior_labels")
+    return None if labels is None else {"n_labels": int(len(labels)), "data_hash": blob.get("data_hash"),
+                                        "split": "train", "seed": 0}
