@@ -8,9 +8,9 @@ model draws them), re-weighted two ways and resampled to --samples (sampling-imp
 `MassPosterior.sample` does): cross-fitted over galaxies (the tilt fitted on the draws of one half's galaxies, no
 labels read, re-weights the other half: how a population's tilt carries to galaxies it was not fitted on) and on
 the whole sample (what `galmass population` does to the galaxies it is given); the plain model's posterior is the
-first --samples draws. Both are scored by the set's own scorer (galmass.validation.report.score). Errors of the
-differences: bootstrap over galaxies (--boot resamples, paired, the tilt refitted on each). Default: the shipped model (its stored training-label
-sample is the prior). On the sealed set: graded after the method's settings (K = 1, the jitter term, β's mixture)
+first --samples draws. All three are scored by the set's own scorer (galmass.validation.report.score). Errors of
+the differences: bootstrap over galaxies (--boot resamples, paired, the tilt refitted on each). Default: the
+shipped model (its stored training-label sample is the prior). On the sealed set: graded after the method's settings (K = 1, the jitter term, β's mixture)
 were fixed on leave-one-feedback-out and the default set; its cross-fitted folds' disagreement then led to the
 split-half check, so that check's verdict on the sealed set is not blind.
 """
@@ -24,7 +24,8 @@ import numpy as np
 from _common import load_average, machine, write_result  # noqa: E402  (puts the repository on sys.path)
 
 from galmass.models.network import POPULATION_OVERSAMPLE
-from galmass.population import _checks, effective_sample_size, fit_tilt, prior_labels, split_half, tilt_weights
+from galmass.population import (effective_sample_size, fit_tilt, prior_labels, split_half, tilt_problems,
+                                tilt_weights)
 from galmass.predict import load_model
 from galmass.pretrained import MODEL_DIR
 from galmass.validate import model_samples, run_observer
@@ -87,7 +88,7 @@ def grade(model, cfg, blob, vset, n_stars: int, prior: np.ndarray, a: argparse.N
     plain = draws[: a.samples]
     cross, folds = adapted_draws(draws, obs.galaxy, prior, jitter, a.samples, rng)
     whole, (fit,) = adapted_draws(draws, obs.galaxy, prior, jitter, a.samples, rng, cross=False)
-    problems = _checks(effective_sample_size(tilt_weights(
+    problems = tilt_problems(effective_sample_size(tilt_weights(
         fit_tilt(draws, prior, 1, jitter_dex=jitter, n_independent=len(np.unique(obs.galaxy))), draws)) / len(draws),
         split_half(draws, obs.galaxy, prior, 1, jitter))
     scores = [score(d, obs, a.seed) for d in (plain, cross, whole)]
