@@ -84,6 +84,11 @@ def _softmax(a: np.ndarray, axis: int) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def _features(theta: np.ndarray, centre: np.ndarray, basis: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    shape = theta - theta.mean(axis=-1, keepdims=True) - centre
+    return (shape @ basis.T) / scale
+
+
 @dataclass(frozen=True)
 class Tilt:
     """An exponential tilt of the profile prior, w_β(θ) = exp(β · (shape(θ) − centre) @ basis.T / scale), with the
@@ -101,8 +106,7 @@ class Tilt:
 
     def features(self, theta: np.ndarray) -> np.ndarray:
         """φ(θ) [..., K] of profiles θ [..., R] (log10 M at the model's radii)."""
-        shape = theta - theta.mean(axis=-1, keepdims=True) - self.centre
-        return (shape @ self.basis.T) / self.scale
+        return _features(theta, self.centre, self.basis, self.scale)
 
     def log_weight(self, theta: np.ndarray) -> np.ndarray:
         """log of the mixture tilt mean_b w_β_b(θ) / Z_b [...] of profiles θ [..., R] (up to a constant)."""
@@ -156,8 +160,7 @@ def fit_tilt(target_draws: np.ndarray, prior_labels: np.ndarray, n_features: int
         raise ValueError(f"n_features must be 1..{prior_labels.shape[1] - 1}, got {n_features}")
     k, n = n_features, target_draws.shape[1]
     centre, basis, scale = _basis(prior_labels.astype(np.float64), k)
-    probe = Tilt(centre, basis, scale, *(np.zeros((k,) * d) for d in (1, 2)), np.zeros((1, k)), np.zeros(1), n, n)
-    phi_t, phi_p = probe.features(target_draws.astype(np.float64)), probe.features(prior_labels.astype(np.float64))
+    phi_t, phi_p = (_features(a.astype(np.float64), centre, basis, scale) for a in (target_draws, prior_labels))
     jitter = jitter_dex**2 / scale**2  # [K]: the jitter's variance along each feature
 
     def log_z(beta: np.ndarray) -> float:  # E over the jittered prior, exact for a linear φ
@@ -209,20 +212,6 @@ def weighted_quantiles(draws: np.ndarray, weights: np.ndarray, q: np.ndarray) ->
 
 
 # -- the command: galmass population [--run RUN] --target PATH --out DIR ------------------------------------------
-
-def _target_inputs(target: Path, split: str, cfg, keys: tuple[str, ...]):
-    """The target's model inputs: a dataset directory's ``split`` (labels are never read) or star catalogue(s)."""
-    from galmass.datasets import ShardedDataset
-    from galmass.datasets.schema import MANIFEST
-    from galmass.target_domain import catalogue_maps
-
-    if (target / MANIFEST).exists():
-        return ShardedDataset(target, split, keys, valid_only=False)
-    if not target.exists() or (target.is_dir() and not any(target.glob("*.csv"))):
-        raise PopulationError(f"--target {target}: neither a dataset directory (no {MANIFEST}) nor a star catalogue "
-                              "(a .csv, or a directory of them). HINT: give the catalogues you will predict on")
-    return catalogue_maps(target, cfg.data, keys, min_samples=1)  # one input per galaxy: each counts once
-
 
 def _draws(model, data, n: int, seed: int, batch: int = 256) -> np.ndarray:
     """Posterior draws [n, N, R] of the trained model (no tilt) for every input of ``data``."""
@@ -326,12 +315,14 @@ def adapt_run(run_dir: str | Path | None, target: str | Path, out: str | Path, m
     from galmass.models.io import save_derived
     from galmass.pretrained import MODEL_DIR
     from galmass.predict import load_model
+    from galmass.target_domain import target_data
     from hpc.atomic import atomic_write_json, atomic_write_text
 
     target, out = Path(target), Path(out)
     model, cfg, blob, described = load_model(None if run_dir is None else str(run_dir), model_name)
     source = Path(run_dir) if run_dir is not None else MODEL_DIR
-    inputs = _target_inputs(target, split, cfg, model.input_keys)
+    # one input per galaxy of a catalogue target (min_samples 1): each galaxy counts once in the fit
+    inputs = target_data(target, cfg.data, model.input_keys, min_samples=1, split=split, option="--target ")
     _check(described, out, blob, len(np.unique(_galaxies(inputs))), target)
     prior, prior_from = prior_labels(source, cfg, blob)
     tilt, ess, halves = _fit(model, cfg, inputs, prior, n_features, draws, seed)

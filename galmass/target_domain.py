@@ -70,18 +70,19 @@ def catalogue_maps(path: str | Path, data: DataConfig, keys: Sequence[str], min_
     return CatalogueMaps(samples, keys, list(cats))
 
 
-def target_data(path: str | Path, data: DataConfig, keys: Sequence[str], min_samples: int, seed: int = 0
-                ) -> ShardedDataset | CatalogueMaps:
-    """The target domain at ``path``: a dataset directory (its train split) or star catalogue(s) (module doc)."""
+def target_data(path: str | Path, data: DataConfig, keys: Sequence[str], min_samples: int, seed: int = 0,
+                split: str = "train", option: str = "train.adapt_target=") -> ShardedDataset | CatalogueMaps:
+    """The target domain at ``path``: a dataset directory (its ``split``, labels never read) or star catalogue(s)
+    (module doc). ``option`` names where the path came from in error messages (``galmass population``: --target)."""
     p = Path(path)
     if (p / MANIFEST).exists():
-        return ShardedDataset(p, "train", keys, valid_only=False)
+        return ShardedDataset(p, split, keys, valid_only=False)
     if not p.exists() or (p.is_dir() and not any(p.glob("*.csv"))):
-        raise ConfigError(f"train.adapt_target={path}: neither a dataset directory (no {MANIFEST}) nor a star "
+        raise ConfigError(f"{option}{path}: neither a dataset directory (no {MANIFEST}) nor a star "
                           "catalogue (a .csv, or a directory of them). HINT: give `galmass mock` output or the "
                           "catalogues you will predict on")
     if any(key.endswith("_gas") for key in keys):
-        raise ConfigError(f"train.adapt_target={path}: catalogues give stellar inputs only, but this model reads "
+        raise ConfigError(f"{option}{path}: catalogues give stellar inputs only, but this model reads "
                           f"{list(keys)}. HINT: use a dataset directory as the target of a gas model")
     try:
         return catalogue_maps(p, data, keys, min_samples, seed)
