@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 from _common import load_average, machine, write_result  # noqa: E402  (puts the repository on sys.path)
 from scipy.optimize import minimize
-from scipy.special import logsumexp
+from scipy.special import logsumexp, softmax
 
 from galmass.datasets import ShardedDataset
 from galmass.models.io import load_trained
 from galmass.evaluate import posterior_samples
-from galmass.population import fit_tilt, prior_labels, tilt_weights, weighted_quantiles
+from galmass.population import effective_sample_size, fit_tilt, prior_labels, tilt_weights, weighted_quantiles
 
 SHOW = (0, 2, 6)  # 0.6, 1.0, 1.8 R_h
 
@@ -81,8 +81,7 @@ def _fits(run: Path, data: Path, split: str, seed: int = 0):
     shift = fit_tilt(draws, prior, 1, jitter_dex=jitter, n_independent=n_ind)
     t_prior = shift.features(prior)[:, 0]
     (b, a), cov = fit_spread(shift.features(draws)[..., 0], t_prior, (jitter / shift.scale[0]) ** 2, n_ind)
-    w = np.exp(a * t_prior**2 + b * t_prior - np.max(a * t_prior**2 + b * t_prior))
-    w /= w.sum()
+    w = softmax(a * t_prior**2 + b * t_prior)
     ratio = float(np.sqrt(w @ (t_prior - w @ t_prior) ** 2 / t_prior.var()))
     return model, shift, (b, a), cov, ratio
 
@@ -93,21 +92,18 @@ def family_rows(loso: Path, fam: str) -> list[str]:
     test = _open(data, "test", model)
     draws, truth = _draws(model, test, 1), test.read_all("labels").astype(np.float64)
     t = shift.features(draws)[..., 0]
-    log_w = b * t + a * t**2
-    w_sq = np.exp(log_w - log_w.max(axis=0))
-    w_sq /= w_sq.sum(axis=0)
     t_true = shift.features(truth)[:, 0]
+    tilts = (("plain", np.full(t.shape, 1 / len(t)), ""),
+             ("shift (the command)", tilt_weights(shift, draws), f"b = {shift.beta[0]:+.2f} ± "
+              f"{np.sqrt(shift.cov[0, 0]):.2f}"),
+             ("shift + square", softmax(b * t + a * t**2, axis=0), f"a = {a:+.2f} ± {np.sqrt(cov[1, 1]):.2f}, slope "
+              f"spread ×{ratio:.2f}; held-out test truths {t_true.std():.2f}× the training labels'"))
     rows = []
-    for name, w in (("plain", np.full(t.shape, 1 / len(t))), ("shift (the command)", tilt_weights(shift, draws)),
-                    ("shift + square", w_sq)):
+    for name, w, note in tilts:
         bias, cov68 = _grade(draws, w, truth)
-        ess = np.median(1 / np.sum(w**2, axis=0)) / len(w)
+        ess = np.median(effective_sample_size(w)) / len(w)
         rows.append(f"| {fam} | {name} | " + " / ".join(f"{bias[k]:+.3f}" for k in SHOW)
-                    + f" | {cov68[0]:.2f} | {cov68.min():.2f}–{cov68.max():.2f} | {ess:.2f} |")
-    rows[-1] += (f" a = {a:+.2f} ± {np.sqrt(cov[1, 1]):.2f}, slope spread ×{ratio:.2f}; held-out test truths "
-                 f"{t_true.std():.2f}× the training labels' |")
-    rows[0] += " |"
-    rows[1] += f" b = {shift.beta[0]:+.2f} ± {np.sqrt(shift.cov[0, 0]):.2f} |"
+                    + f" | {cov68[0]:.2f} | {cov68.min():.2f}–{cov68.max():.2f} | {ess:.2f} | {note} |")
     return rows
 
 

@@ -25,10 +25,6 @@ from hpc.atomic import atomic_write_json
 
 __all__ = ["EnsembleError", "combine_runs"]
 
-PROVENANCE = ENSEMBLE_RECORD
-"""Written next to the combined ``best.pt``: the member runs, their weights' sha256, epochs and training time."""
-
-
 class EnsembleError(ValueError):
     """Runs that cannot form one ensemble; the message names the runs and what differs."""
 
@@ -106,4 +102,5 @@ def combine_runs(runs: list[str | Path], out: str | Path) -> Path:
     members = [{"run": str(r.resolve()), "best_sha256": d, "train_seed": c.train.seed, "best_epoch": int(b["epoch"]),
                 "best_val_nll": b["val_nll"], "members": len(m.members), "training": t}
                for r, d, t, (m, c, b) in zip(runs, digests, trainings, loaded)]
-    return atomic_write_json(out / PROVENANCE, {"members": members, "data_hash": first["data_hash"], "ensemble": k})
+    return atomic_write_json(out / ENSEMBLE_RECORD,
+                             {"members": members, "data_hash": first["data_hash"], "ensemble": k})

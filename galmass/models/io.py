@@ -49,7 +49,8 @@ def save_model(path: str | Path, model: MassPosterior, cfg: Config, manifest: di
 
 
 ENSEMBLE_RECORD = "ensemble.json"
-"""A combined run's record of its members (``galmass ensemble``)."""
+"""Written next to a combined ``best.pt`` (``galmass ensemble``): the member runs, their weights' sha256, epochs
+and training time."""
 RUN_RECORDS = ("config.yaml", "done.json", ENSEMBLE_RECORD)
 """What a run derived from another with the same weights (calibrate, population) copies from it."""
 

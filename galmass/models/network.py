@@ -206,9 +206,7 @@ class MassPosterior(nn.Module):
           :mod:`galmass.models.balance`): "balance", the balance condition's violation, with each sample's
           context paired with its neighbour's labels as the product of marginals.
         """
-        if self.population is not None:  # the tilted posterior's normaliser differs per catalogue
-            raise ValueError("log_prob of a population-adapted model is not available (its normaliser is per "
-                             "catalogue); use sample(), or the run it was adapted from")
+        self._refuse_density()
         maps, inputs = self._inputs(batch)
         y = self.to_y(batch["labels"], batch["scalars"])
         contexts = [m.context(maps, inputs) for m in self.members]
@@ -240,11 +238,14 @@ class MassPosterior(nn.Module):
             log_s = log_s * x + c
         return torch.pow(10.0, log_s).clamp_min(self.temper_min)
 
-    def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log density of the labels under the (calibrated, if so) mixture posterior, in the flow variables [B]."""
+    def _refuse_density(self) -> None:
         if self.population is not None:  # the tilted posterior's normaliser differs per catalogue
             raise ValueError("log_prob of a population-adapted model is not available (its normaliser is per "
                              "catalogue); use sample(), or the run it was adapted from")
+
+    def log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log density of the labels under the (calibrated, if so) mixture posterior, in the flow variables [B]."""
+        self._refuse_density()
         maps, inputs = self._inputs(batch)
         y = self.to_y(batch["labels"], batch["scalars"])
         s = self.temper_scale(batch["scalars"])

@@ -20,8 +20,7 @@ import torch
 
 from galmass import __version__
 from galmass.datasets.integrity import sha256_file
-from galmass.models.combine import PROVENANCE
-from galmass.models.io import ModelFileError, load_trained, training_summary
+from galmass.models.io import ENSEMBLE_RECORD, ModelFileError, load_trained, training_summary
 from galmass.pretrained import MODEL_DIR
 from hpc.atomic import atomic_path, atomic_write_json
 
@@ -45,7 +44,7 @@ def _test_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
 def build_card(run_dir: Path, weights: Path, name: str) -> dict[str, Any]:
     """The model card of ``run_dir``'s best model (``weights`` is the file the card describes)."""
     model, cfg, blob = load_trained(run_dir)
-    training, ensemble = training_summary(run_dir), _read_json(run_dir / PROVENANCE)
+    training, ensemble = training_summary(run_dir), _read_json(run_dir / ENSEMBLE_RECORD)
     if training is None and ensemble is not None:  # `galmass ensemble` of finished runs: their training, summed
         training = {"seconds": sum(m["training"]["seconds"] for m in ensemble["members"]),
                     "ensemble_of": ensemble["members"]}
