@@ -52,7 +52,8 @@ from galmass.target_domain import target_data
 from hpc import checkpoint as ckpt
 from hpc.atomic import DiskFullError, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from hpc.dali_loader import BatchSource, DaliLoader, TorchLoader, dali_available
-from hpc.dist import DistInfo, all_reduce_sum, autocast_context, barrier, broadcast_object, cleanup, init_distributed
+from hpc.dist import (DistInfo, all_reduce_sum, autocast_context, barrier, broadcast_object, cleanup, exit_worker,
+                      init_distributed)
 from hpc.lock import DirectoryLock, LockedError
 from hpc.preempt import PREEMPT_EXIT_CODE, PreemptionHandler, request_requeue
 from hpc.sampler import split_evenly
@@ -572,4 +573,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_worker(main())

@@ -16,12 +16,14 @@ Example
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, NoReturn, TypeVar, overload
 
 import torch
 import torch.distributed as dist
@@ -192,6 +194,27 @@ def cleanup() -> None:
     if _group_active():
         dist.destroy_process_group()
     _INFO = None
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End a script that may run as one rank of several with ``code``, after :func:`cleanup`.
+
+    Alone in its job this is ``sys.exit(code)``. As one of several ranks it runs the ``atexit`` handlers and flushes
+    stdout/stderr, then leaves by ``os._exit``, skipping the interpreter's finalisation: a gloo worker thread still
+    alive there can abort the process ("terminate called without an active exception", SIGABRT, after the run
+    finished and wrote its results; pytorch/pytorch#179291, #190489), and the launcher then reports a failed job.
+    """
+    try:
+        several = detect_launcher().world_size > 1
+    except LauncherError:  # inconsistent launcher variables: the run has already reported them
+        several = False
+    if not several:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what normal exit would run: logging, tensorboard and coverage handlers
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def is_main() -> bool:

@@ -654,3 +654,29 @@ def test_read_partition_default_unknown_and_failures():
         read_partition("", run=no_default)
     assert Partition("x", (NodeGroup(2, 10, 0, 1),)).describe() == \
         "partition 'x': 1 node(s) × 2 CPUs, 10 MB, 0 GPUs; no time limit"
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_exit_worker_runs_atexit_and_keeps_the_exit_code(world, tmp_path):
+    """As one of several torchrun ranks the script leaves by os._exit (no interpreter finalisation, where a live gloo
+    thread can abort the process); the atexit handlers and buffered output must still run/appear, alone as in a job."""
+    script = tmp_path / "s.py"
+    script.write_text(textwrap.dedent("""
+        import atexit, sys, threading, time
+        from hpc.dist import exit_worker
+        atexit.register(lambda: print("atexit ran", flush=True))
+        # a live non-daemon thread: a normal exit waits for it, os._exit does not
+        threading.Thread(target=lambda: (time.sleep(2), print("thread done", end=" "))).start()
+        print("buffered", end=" ")
+        sys.stderr.write("to stderr")
+        exit_worker(3)
+        print("not reached")
+    """))
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID"}}
+    env.update({"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": world, "LOCAL_WORLD_SIZE": world,
+                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"} if world != "1" else {})
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    waited = "thread done " if world == "1" else ""
+    assert proc.stdout == f"buffered {waited}atexit ran\n" and proc.stderr == "to stderr"
