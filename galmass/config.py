@@ -239,7 +239,9 @@ class ModelConfig:
     label_noise_dex: float = 0.01
     """Gaussian jitter added to the training labels [dex of mass] (and the floor of the label whitening). The ten
     labels of a profile lie on a thin manifold of the 10-D space; without a floor the flow spends its capacity on
-    the manifold's width (~1e-4 dex). 0.01 dex widens posteriors by < 1 % of their typical 0.1 dex."""
+    the manifold's width (~1e-4 dex). 0.01 dex widens the posteriors' thin shape directions (~2.5× along the labels'
+    third shape component at N★ 500–3000, against 0.003) but the per-radius intervals by only ~5 % there; 0.003 gave
+    no better calibration than the seed spread (benchmarks/results/member_calibration.md)."""
     ensemble: int = 1
     """Members of a deep ensemble (Lakshminarayanan et al. 2017): independently initialised networks trained on the
     same batches; the posterior is their equal-weight mixture (more conservative under a shift; Hermans et al.
